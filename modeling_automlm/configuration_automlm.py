@@ -1,0 +1,228 @@
+"""Configuration of the Auto-MLM sentence encoder (Xu et al., 2022).
+
+This file ships next to the weights for ``trust_remote_code``: it may import only the standard library, ``torch``
+and the public API of ``transformers``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+
+PoolingMode = Literal["mean", "cls", "max"]
+MaskingScheme = Literal["random", "whole_word"]
+MaskReplacement = Literal["bert", "mask"]
+HeadFusion = Literal["prepend", "add", "concat"]
+HeadInput = Literal["token_embeddings", "contextual"]
+
+POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max")
+MASKING_SCHEMES: tuple[str, ...] = ("random", "whole_word")
+MASK_REPLACEMENTS: tuple[str, ...] = ("bert", "mask")
+HEAD_FUSIONS: tuple[str, ...] = ("prepend", "add", "concat")
+HEAD_INPUTS: tuple[str, ...] = ("token_embeddings", "contextual")
+
+AUTO_MAP: dict[str, str] = {
+    "AutoConfig": "configuration_automlm.AutoMLMConfig",
+    "AutoModel": "modeling_automlm.AutoMLMModel",
+    "AutoModelForPreTraining": "modeling_automlm.AutoMLMForPreTraining",
+}
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
+
+
+def _check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (low < value if low_open else low <= value) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"`{name}` must be a number in {bracket}{low}, {high}], got {value!r}.")
+
+
+class AutoMLMConfig(PreTrainedConfig):
+    r"""Configuration of [`AutoMLMModel`] and [`AutoMLMForPreTraining`].
+
+    The model composes any Hugging Face encoder (``encoder_config``, built with ``AutoModel.from_config``) with a
+    pooling layer and, for pretraining, two light heads. Everything inference needs lives here, so ``config.json``
+    alone rebuilds the model.
+
+    The paper (Xu et al., 2022) publishes neither code nor the values below; where it gives no value the default is
+    this project's choice, measured in ``docs/RESULTS.md``.
+
+    Args:
+        encoder_config (`PreTrainedConfig` or `dict`, *optional*):
+            Configuration of the backbone encoder (BERT, XLM-R, DistilBERT, ModernBERT, ...). A dict needs a
+            ``model_type`` key. Defaults to a ``bert`` config with the library's defaults.
+        pooling (`str`, *optional*, defaults to `"mean"`):
+            How token states become the sentence vector: ``"mean"`` (over non-padding tokens), ``"cls"`` (first
+            token) or ``"max"``. Mean pooling is our choice: it is robust for models trained from scratch and the
+            paper does not say which it used.
+        normalize_embeddings (`bool`, *optional*, defaults to `True`):
+            L2-normalise ``sentence_embedding`` so that a dot product is the cosine similarity.
+        contrastive_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the contrastive (InfoNCE) loss. ``0`` gives the "Auto-MLM alone" baseline and skips the
+            second dropout view.
+        contrastive_temperature (`float`, *optional*, defaults to 0.05):
+            Softmax temperature of InfoNCE (SimCSE's value; the paper gives none). Not called ``temperature``:
+            that name is a generation parameter in transformers.
+        gather_across_processes (`bool`, *optional*, defaults to `True`):
+            In a multi-process run, use the sentences of every process as negatives (gathered with gradients).
+            Every process must then see the same per-device batch size.
+        auto_mlm_weight (`float`, *optional*, defaults to 0.1):
+            The lambda of ``CL + lambda * Auto-MLM``. ``0`` gives SimCSE (CL alone). The paper gives no value.
+        mlm_weight (`float`, *optional*, defaults to 0.0):
+            Weight of a plain MLM loss on the encoder's own contextual states of the masked sentence (the
+            "CL + MLM" baseline). Costs one more encoder pass over the masked sentence, batched with the CL views.
+        mask_probability (`float`, *optional*, defaults to 0.15):
+            Probability that a token (or a word, with whole-word masking) is selected for prediction. Every
+            sentence gets at least one selected token. BERT's value; the paper gives none.
+        masking_scheme (`str`, *optional*, defaults to `"random"`):
+            ``"random"`` selects tokens independently; ``"whole_word"`` selects words and masks all their tokens
+            (needs ``word_ids`` from the data collator).
+        mask_replacement (`str`, *optional*, defaults to `"bert"`):
+            ``"bert"`` replaces a selected token by the mask token 80% of the time, a random token 10% and keeps
+            it 10%; ``"mask"`` always uses the mask token.
+        head_num_layers (`int`, *optional*, defaults to 1):
+            Transformer layers of the Auto-MLM head. ``0`` is allowed with ``"add"`` and ``"concat"`` fusion: each
+            position is then predicted from the sentence vector and its own (masked) embedding alone.
+        head_fusion (`str`, *optional*, defaults to `"prepend"`):
+            How the sentence vector meets the masked token embeddings in the head: ``"prepend"`` (an extra first
+            position the tokens attend to), ``"add"`` (added to every position) or ``"concat"`` (concatenated to
+            every position, then projected).
+        head_input (`str`, *optional*, defaults to `"token_embeddings"`):
+            What the head reads for each position. ``"token_embeddings"``: the encoder's (non-contextual) input
+            embeddings of the masked sentence, so the sentence vector must carry the content; this is the method
+            and costs no encoder pass. ``"contextual"``: the encoder's contextual states of the masked sentence (an
+            ablation; costs one more encoder pass).
+        head_num_attention_heads (`int`, *optional*):
+            Attention heads of the head's layers. Defaults to the encoder's ``num_attention_heads``.
+        head_intermediate_size (`int`, *optional*):
+            Feed-forward size of the head's layers. Defaults to four times the hidden size.
+        tie_head_embeddings (`bool`, *optional*, defaults to `True`):
+            Compute the heads' vocabulary logits with the encoder's input embedding matrix (no extra vocab-sized
+            matrix). ``False`` gives each head its own output projection.
+        mask_token_id (`int`, *optional*):
+            The tokenizer's mask token. Required when ``auto_mlm_weight`` or ``mlm_weight`` is positive;
+            [`AutoMLMForPreTraining.from_backbone`] and the trainer fill it from the tokenizer.
+        special_token_ids (`list[int]`, *optional*):
+            Token ids never selected for masking (CLS, SEP, BOS, EOS, PAD, ...). Filled from the tokenizer.
+    """
+
+    model_type = "automlm"
+    sub_configs = {"encoder_config": AutoConfig}
+
+    def __init__(
+        self,
+        encoder_config: PreTrainedConfig | dict[str, Any] | None = None,
+        pooling: PoolingMode = "mean",
+        normalize_embeddings: bool = True,
+        contrastive_weight: float = 1.0,
+        contrastive_temperature: float = 0.05,
+        gather_across_processes: bool = True,
+        auto_mlm_weight: float = 0.1,
+        mlm_weight: float = 0.0,
+        mask_probability: float = 0.15,
+        masking_scheme: MaskingScheme = "random",
+        mask_replacement: MaskReplacement = "bert",
+        head_num_layers: int = 1,
+        head_fusion: HeadFusion = "prepend",
+        head_input: HeadInput = "token_embeddings",
+        head_num_attention_heads: int | None = None,
+        head_intermediate_size: int | None = None,
+        tie_head_embeddings: bool = True,
+        mask_token_id: int | None = None,
+        special_token_ids: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if encoder_config is None:
+            encoder_config = AutoConfig.for_model("bert")
+        elif isinstance(encoder_config, dict):
+            encoder_config = dict(encoder_config)
+            if "model_type" not in encoder_config:
+                raise ValueError("`encoder_config` given as a dict needs a `model_type` key (e.g. 'bert').")
+            encoder_config = AutoConfig.for_model(encoder_config.pop("model_type"), **encoder_config)
+        elif not isinstance(encoder_config, PreTrainedConfig):
+            raise ValueError(
+                f"`encoder_config` must be a transformers config or a dict, got {type(encoder_config).__name__}."
+            )
+        self.encoder_config = encoder_config
+        self.pooling = pooling
+        self.normalize_embeddings = normalize_embeddings
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_temperature = contrastive_temperature
+        self.gather_across_processes = gather_across_processes
+        self.auto_mlm_weight = auto_mlm_weight
+        self.mlm_weight = mlm_weight
+        self.mask_probability = mask_probability
+        self.masking_scheme = masking_scheme
+        self.mask_replacement = mask_replacement
+        self.head_num_layers = head_num_layers
+        self.head_fusion = head_fusion
+        self.head_input = head_input
+        self.head_num_attention_heads = head_num_attention_heads
+        self.head_intermediate_size = head_intermediate_size
+        self.tie_head_embeddings = tie_head_embeddings
+        self.mask_token_id = mask_token_id
+        self.special_token_ids = list(special_token_ids) if special_token_ids is not None else []
+        kwargs.setdefault("auto_map", dict(AUTO_MAP))
+        # The heads tie to the embeddings functionally; transformers' own tying machinery is not used.
+        kwargs.setdefault("tie_word_embeddings", False)
+        super().__init__(**kwargs)
+        self.validate_fields()
+
+    # --- convenience views of the encoder config ---------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder_config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.encoder_config.vocab_size
+
+    @property
+    def initializer_range(self) -> float:
+        return getattr(self.encoder_config, "initializer_range", 0.02)
+
+    @property
+    def uses_masking(self) -> bool:
+        """Whether a forward pass of [`AutoMLMForPreTraining`] masks tokens."""
+        return self.auto_mlm_weight > 0 or self.mlm_weight > 0
+
+    def validate_fields(self) -> None:
+        """Check every field; raise a `ValueError` naming the field and the allowed values."""
+        _check_choice("pooling", self.pooling, POOLING_MODES)
+        _check_choice("masking_scheme", self.masking_scheme, MASKING_SCHEMES)
+        _check_choice("mask_replacement", self.mask_replacement, MASK_REPLACEMENTS)
+        _check_choice("head_fusion", self.head_fusion, HEAD_FUSIONS)
+        _check_choice("head_input", self.head_input, HEAD_INPUTS)
+        for name in ("contrastive_weight", "auto_mlm_weight", "mlm_weight"):
+            _check_range(name, getattr(self, name), 0.0, float("inf"))
+        if self.contrastive_weight == 0 and self.auto_mlm_weight == 0 and self.mlm_weight == 0:
+            raise ValueError(
+                "At least one of `contrastive_weight`, `auto_mlm_weight` and `mlm_weight` must be positive."
+            )
+        _check_range("contrastive_temperature", self.contrastive_temperature, 0.0, float("inf"), low_open=True)
+        _check_range("mask_probability", self.mask_probability, 0.0, 1.0, low_open=True)
+        if not isinstance(self.head_num_layers, int) or self.head_num_layers < 0:
+            raise ValueError(f"`head_num_layers` must be an integer >= 0, got {self.head_num_layers!r}.")
+        if self.head_num_layers == 0 and self.head_fusion == "prepend":
+            raise ValueError(
+                "`head_fusion='prepend'` needs `head_num_layers >= 1` (the tokens must attend to the sentence "
+                "vector); use `head_fusion='add'` or `'concat'` for a head without layers."
+            )
+        if not isinstance(self.normalize_embeddings, bool):
+            raise ValueError(f"`normalize_embeddings` must be True or False, got {self.normalize_embeddings!r}.")
+        hidden = getattr(self.encoder_config, "hidden_size", None)
+        if hidden is None:
+            raise ValueError(
+                f"`encoder_config` ({self.encoder_config.model_type}) has no `hidden_size`; use a text encoder "
+                "config such as BERT, XLM-R, DistilBERT or ModernBERT."
+            )
+        heads = self.head_num_attention_heads or getattr(self.encoder_config, "num_attention_heads", None)
+        if self.head_num_layers > 0 and (heads is None or hidden % heads != 0):
+            raise ValueError(
+                f"`head_num_attention_heads` ({heads}) must divide the hidden size ({hidden}); set it explicitly."
+            )

@@ -1,0 +1,91 @@
+"""Shared fixtures: a tiny tokenizer trained in-process and tiny encoder configs. Everything runs offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+from transformers import BertConfig, DistilBertConfig, XLMRobertaConfig
+
+from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
+from training.tokenization import train_wordpiece_tokenizer
+
+torch.set_num_threads(1)
+
+SENTENCES = [
+    "how do i reset my password",
+    "where is my order",
+    "can i return a product after thirty days",
+    "comment réinitialiser mon mot de passe",
+    "où est ma commande",
+    "puis-je retourner un produit",
+    "wie setze ich mein passwort zurück",
+    "wo ist meine bestellung",
+    "cómo restablezco mi contraseña",
+    "dónde está mi pedido",
+    "我的订单在哪里",
+    "如何重置密码",
+    "the delivery was late and the box was damaged",
+    "payment failed with my credit card",
+    "change the shipping address of an order",
+    "cancel my subscription please",
+]
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    return list(SENTENCES)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_wordpiece_tokenizer(SENTENCES * 3, vocab_size=300, min_frequency=1, model_max_length=64)
+
+
+def tiny_encoder_config(model_type: str, vocab_size: int, pad_token_id: int = 0):
+    common = {"vocab_size": vocab_size, "max_position_embeddings": 64, "pad_token_id": pad_token_id}
+    if model_type == "bert":
+        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, **common)
+    if model_type == "xlm-roberta":
+        common["max_position_embeddings"] = 66  # XLM-R offsets positions by pad_token_id + 1
+        return XLMRobertaConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, **common
+        )
+    if model_type == "distilbert":
+        return DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **common)
+    raise ValueError(model_type)
+
+
+@pytest.fixture
+def make_config(tokenizer):
+    """Build an `AutoMLMConfig` around a tiny encoder; keyword arguments override config fields."""
+
+    def make(model_type: str = "bert", **kwargs) -> AutoMLMConfig:
+        encoder = tiny_encoder_config(model_type, len(tokenizer), tokenizer.pad_token_id)
+        kwargs.setdefault("mask_token_id", tokenizer.mask_token_id)
+        kwargs.setdefault(
+            "special_token_ids", [tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id]
+        )
+        return AutoMLMConfig(encoder_config=encoder, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_model(make_config):
+    def make(model_type: str = "bert", seed: int = 0, **kwargs) -> AutoMLMForPreTraining:
+        torch.manual_seed(seed)
+        return AutoMLMForPreTraining(make_config(model_type, **kwargs))
+
+    return make
+
+
+@pytest.fixture
+def batch(tokenizer, sentences):
+    return tokenizer(sentences[:8], padding=True, return_tensors="pt")

@@ -1,0 +1,46 @@
+"""Run by `accelerate launch` with 2 CPU processes (see test_multiprocess.py): each process takes its half of a
+fixed global batch, computes the joint loss under DDP, and rank 0 writes the losses and averaged gradients."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+
+from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
+
+
+def main() -> None:
+    setup = json.loads(Path(sys.argv[1]).read_text())
+    accelerator = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    torch.manual_seed(0)
+    model = AutoMLMForPreTraining(AutoMLMConfig(**setup["config"]))
+    model.load_state_dict({k: torch.tensor(v) for k, v in setup["state"].items()})
+    model.eval()  # no dropout: both processes and the reference see the same views
+    model = accelerator.prepare(model)
+    rank, half = accelerator.process_index, len(setup["input_ids"]) // 2
+    rows = slice(rank * half, (rank + 1) * half)
+    batch = {
+        key: torch.tensor(setup[key])[rows]
+        for key in ("input_ids", "attention_mask", "masked_input_ids", "mlm_labels")
+    }
+    out = model(**batch)
+    accelerator.backward(out.loss)
+    losses = accelerator.gather(
+        torch.stack([out.loss.detach(), out.cl_loss.detach(), out.auto_mlm_loss.detach()])[None]
+    )
+    if accelerator.is_main_process:
+        grads = {
+            name: p.grad.tolist()
+            for name, p in accelerator.unwrap_model(model).named_parameters()
+            if p.grad is not None
+        }
+        json.dump(
+            {"losses": losses.tolist(), "grads": grads, "world_size": accelerator.num_processes},
+            open(sys.argv[2], "w"),
+        )
+
+
+if __name__ == "__main__":
+    main()

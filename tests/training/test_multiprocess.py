@@ -1,0 +1,61 @@
+"""Two CPU processes with cross-process negatives give the single-process loss and gradients of the global batch."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_automlm import AutoMLMForPreTraining
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_on_the_global_batch(make_config, tokenizer, sentences, tmp_path):
+    config = make_config(auto_mlm_weight=0.5)
+    torch.manual_seed(0)
+    model = AutoMLMForPreTraining(config).eval()
+    batch = tokenizer(sentences[:8], padding=True, return_tensors="pt")
+    # Same masked tokens in every half, so that the token-level Auto-MLM mean is the same either way.
+    masked, labels = model.mask(batch["input_ids"][:4], batch["attention_mask"][:4],
+                                generator=torch.Generator().manual_seed(0))  # fmt: skip
+    ids = torch.cat([batch["input_ids"][:4], batch["input_ids"][:4].flip(0)])
+    attention = torch.cat([batch["attention_mask"][:4], batch["attention_mask"][:4].flip(0)])
+    masked, labels = torch.cat([masked, masked.flip(0)]), torch.cat([labels, labels.flip(0)])
+    setup = {"config": config.to_dict(), "state": {k: v.tolist() for k, v in model.state_dict().items()},
+             "input_ids": ids.tolist(), "attention_mask": attention.tolist(),
+             "masked_input_ids": masked.tolist(), "mlm_labels": labels.tolist()}  # fmt: skip
+    setup["config"].pop("model_type", None)
+    (tmp_path / "setup.json").write_text(json.dumps(setup))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), str(Path(__file__).with_name("ddp_worker.py")),
+        str(tmp_path / "setup.json"), str(tmp_path / "result.json"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    outcome = json.loads((tmp_path / "result.json").read_text())
+    assert outcome["world_size"] == 2
+
+    reference = model(input_ids=ids, attention_mask=attention, masked_input_ids=masked, mlm_labels=labels)
+    reference.loss.backward()
+    losses = torch.tensor(outcome["losses"])  # (2 processes, [loss, cl, auto_mlm])
+    # Each process's InfoNCE ranks its anchors against all 8 candidates: the mean equals the global one.
+    assert losses[:, 1].mean().item() == pytest.approx(reference.cl_loss.item(), rel=1e-5)
+    assert losses[:, 0].mean().item() == pytest.approx(reference.loss.item(), rel=1e-5)
+    for name, parameter in model.named_parameters():
+        if parameter.grad is None:
+            continue
+        torch.testing.assert_close(torch.tensor(outcome["grads"][name]), parameter.grad, atol=1e-6, rtol=1e-4,
+                                   msg=name)  # fmt: skip

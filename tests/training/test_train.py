@@ -1,0 +1,106 @@
+"""The accelerate loop end to end: export, resume after a kill, checkpoint safety, two processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import SENTENCES
+from training.arguments import parse_args
+from training.train import COMPLETE_MARKER, complete_checkpoints, train
+
+TINY = [
+    "--num_hidden_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2", "--intermediate_size", "64",
+    "--tokenizer_vocab_size", "200", "--per_device_train_batch_size", "8", "--max_seq_length", "16",
+    "--report_to", "none", "--logging_steps", "2", "--learning_rate", "1e-3", "--export_plain", "false",
+]  # fmt: skip
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus" / "mixed.txt"
+    path.parent.mkdir()
+    path.write_text("\n".join(SENTENCES * 4 + [f"{s} number {i}" for i, s in enumerate(SENTENCES * 3)]) + "\n")
+    return path
+
+
+def run_args(corpus_file, output_dir, *extra):
+    return [*TINY, "--train_files", str(corpus_file), "--output_dir", str(output_dir), *extra]
+
+
+@pytest.mark.slow
+def test_training_exports_a_complete_folder_that_loads(corpus_file, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    summary = train(*parse_args(run_args(corpus_file, tmp_path / "out", "--max_steps", "6", "--save_steps", "0")))
+    final = tmp_path / "out" / "final"
+    for name in ("config.json", "model.safetensors", "modeling_automlm.py", "tokenizer.json", "modules.json",
+                 "training_config.json", "training_metrics.json", "data_stats.json"):  # fmt: skip
+        assert (final / name).is_file(), name
+    metrics = json.loads((final / "training_metrics.json").read_text())
+    assert metrics["steps"] == summary["steps"] == 6
+    assert {"loss", "cl_loss", "auto_mlm_loss", "learning_rate", "sentences_per_s", "uniformity", "alignment"} <= set(
+        metrics["history"][-1]
+    )
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in metrics["history"])
+    stats = json.loads((final / "data_stats.json").read_text())
+    assert stats["sentences_per_language"] == {"mixed": len(set(SENTENCES)) + 3 * len(SENTENCES)}
+    embeddings = SentenceTransformer(str(final), trust_remote_code=True).encode(["where is my order"])
+    assert embeddings.shape == (1, 32)
+
+
+def test_an_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(corpus_file, tmp_path):
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        train(*parse_args(run_args(corpus_file, tmp_path / "out", "--resume")))
+    (tmp_path / "out" / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    (tmp_path / "out" / "checkpoints" / "checkpoint-5" / COMPLETE_MARKER).write_text("{}")
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(*parse_args(run_args(corpus_file, tmp_path / "out")))
+
+
+def test_only_complete_checkpoints_count(tmp_path):
+    for name, complete in [("checkpoint-10", True), ("checkpoint-20", False), ("tmp-checkpoint-30", True),
+                           ("checkpoint-5", True)]:  # fmt: skip
+        (tmp_path / name).mkdir()
+        if complete:
+            (tmp_path / name / COMPLETE_MARKER).write_text("{}")
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["checkpoint-5", "checkpoint-10"]
+
+
+def _weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(output_dir / "final" / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_weights(corpus_file, tmp_path):
+    steps = ["--max_steps", "60", "--save_steps", "10", "--save_total_limit", "2", "--num_threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "training.train"]
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen([*command, *run_args(corpus_file, interrupted, *steps)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while not complete_checkpoints(interrupted / "checkpoints") and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / "final").exists(), "the run finished before it was killed; the test proves nothing"
+    killed_at = complete_checkpoints(interrupted / "checkpoints")[-1].name
+    subprocess.run([*command, *run_args(corpus_file, interrupted, *steps, "--resume")], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+
+    uninterrupted = tmp_path / "uninterrupted"
+    subprocess.run([*command, *run_args(corpus_file, uninterrupted, *steps)], env=env, check=True, capture_output=True)
+    resumed, reference = _weights(interrupted), _weights(uninterrupted)
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), f"{name} differs after resuming from {killed_at}"
+    history = json.loads((interrupted / "final" / "training_metrics.json").read_text())["history"]
+    assert history[-1]["step"] == 60

@@ -1,0 +1,247 @@
+"""Typed settings of `automlm-train`, parsed from YAML/JSON files and the command line with `HfArgumentParser`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from transformers import HfArgumentParser
+
+from modeling_automlm.configuration_automlm import AutoMLMConfig
+
+EMBEDDED_CORPUS = "chatterbot-corpus"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass
+class ModelArguments:
+    """What to train: the backbone and the Auto-MLM objective (every `AutoMLMConfig` field can be set here)."""
+
+    backbone: str = field(
+        default="scratch",
+        metadata={
+            "help": "'scratch' for a new encoder of the shape below, a Hub id or folder of an encoder "
+            "(e.g. xlm-roberta-base), or a folder of an Auto-MLM model to continue from."
+        },
+    )
+    model_type: str = field(default="bert", metadata={"help": "Architecture of a model trained from scratch."})
+    num_hidden_layers: int = field(default=4, metadata={"help": "Layers of a model trained from scratch."})
+    hidden_size: int = field(default=256, metadata={"help": "Hidden size of a model trained from scratch."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads of a model trained from scratch."})
+    intermediate_size: int = field(default=1024, metadata={"help": "Feed-forward size of a model from scratch."})
+    hidden_dropout_prob: float = field(default=0.1, metadata={"help": "Dropout of a model trained from scratch."})
+    tokenizer_vocab_size: int = field(
+        default=16000, metadata={"help": "Vocabulary of the WordPiece tokenizer trained for a model from scratch."}
+    )
+    pooling: Literal["mean", "cls", "max"] = field(default="mean", metadata={"help": "Sentence pooling."})
+    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise sentence embeddings."})
+    contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the contrastive loss."})
+    contrastive_temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature."})
+    gather_across_processes: bool = field(default=True, metadata={"help": "Negatives from every process."})
+    auto_mlm_weight: float = field(default=0.1, metadata={"help": "Lambda of CL + lambda * Auto-MLM."})
+    mlm_weight: float = field(default=0.0, metadata={"help": "Weight of plain MLM (the CL + MLM baseline)."})
+    mask_probability: float = field(default=0.15, metadata={"help": "Share of tokens selected for prediction."})
+    masking_scheme: Literal["random", "whole_word"] = field(default="random", metadata={"help": "Token selection."})
+    mask_replacement: Literal["bert", "mask"] = field(default="bert", metadata={"help": "80/10/10 or all [MASK]."})
+    head_num_layers: int = field(default=1, metadata={"help": "Transformer layers of the Auto-MLM head."})
+    head_fusion: Literal["prepend", "add", "concat"] = field(default="prepend", metadata={"help": "Head fusion."})
+    head_input: Literal["token_embeddings", "contextual"] = field(
+        default="token_embeddings", metadata={"help": "What the Auto-MLM head reads besides the sentence vector."}
+    )
+
+    def config_fields(self) -> dict[str, Any]:
+        """The `AutoMLMConfig` fields set here."""
+        names = {
+            "pooling", "normalize_embeddings", "contrastive_weight", "contrastive_temperature",
+            "gather_across_processes", "auto_mlm_weight", "mlm_weight", "mask_probability", "masking_scheme",
+            "mask_replacement", "head_num_layers", "head_fusion", "head_input",
+        }  # fmt: skip
+        return {name: getattr(self, name) for name in sorted(names)}
+
+    def __post_init__(self) -> None:
+        _require(self.backbone.strip() != "", "`backbone` is empty: use 'scratch' or a model id or folder.")
+        for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
+            _require(getattr(self, name) > 0, f"`{name}` must be a positive integer, got {getattr(self, name)}.")
+        _require(
+            self.hidden_size % self.num_attention_heads == 0,
+            f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
+            f"({self.num_attention_heads}).",
+        )
+        _require(self.tokenizer_vocab_size >= 100, "`tokenizer_vocab_size` must be at least 100.")
+        _require(0.0 <= self.hidden_dropout_prob < 1.0, "`hidden_dropout_prob` must be in [0, 1).")
+        # Validate the objective now, before any data is read (AutoMLMConfig names the bad field).
+        AutoMLMConfig(**self.config_fields())
+
+
+@dataclass
+class DataArguments:
+    """Where the unlabelled text comes from and how it is sampled."""
+
+    train_files: list[str] = field(
+        default_factory=lambda: [EMBEDDED_CORPUS],
+        metadata={
+            "help": "Text sources: .txt (one sentence per line), .jsonl, .csv, .tsv, .parquet files, folders of "
+            f"those, or '{EMBEDDED_CORPUS}' (the multilingual utterances shipped by that package)."
+        },
+    )
+    dataset_name: str | None = field(default=None, metadata={"help": "A dataset on the Hub, read with `datasets`."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of `dataset_name`."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_name`."})
+    streaming: bool = field(default=False, metadata={"help": "Stream `dataset_name` instead of loading it."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text in tabular files."})
+    language_column: str | None = field(
+        default=None, metadata={"help": "Column holding a language code; default: the file name (e.g. de.txt)."}
+    )
+    max_seq_length: int = field(default=64, metadata={"help": "Longer sentences are truncated to this many tokens."})
+    language_sampling_alpha: float = field(
+        default=1.0,
+        metadata={"help": "Language-balanced sampling p_l ~ n_l^alpha (XLM-R uses 0.3); 1.0 keeps the corpus as is."},
+    )
+    deduplicate: bool = field(default=True, metadata={"help": "Drop exact duplicate sentences of a language."})
+    max_train_sentences: int | None = field(default=None, metadata={"help": "Keep at most this many sentences."})
+    dev_data: str | None = field(
+        default=None, metadata={"help": "BEIR folder (one subfolder per language) for the periodic dev evaluation."}
+    )
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.train_files) or self.dataset_name is not None,
+            "No training data: set `train_files` or `dataset_name`.",
+        )
+        _require(self.max_seq_length >= 8, f"`max_seq_length` must be at least 8, got {self.max_seq_length}.")
+        _require(
+            0.0 < self.language_sampling_alpha <= 1.0,
+            f"`language_sampling_alpha` must be in (0, 1], got {self.language_sampling_alpha}.",
+        )
+        _require(not self.streaming or self.dataset_name is not None, "`streaming` needs `dataset_name`.")
+        if self.dev_data is not None:
+            _require(Path(self.dev_data).exists(), f"`dev_data` folder {self.dev_data} does not exist.")
+
+
+@dataclass
+class PretrainingArguments:
+    """How to train: optimisation, precision, checkpoints, logging and evaluation."""
+
+    output_dir: str = field(default="outputs/automlm-default", metadata={"help": "Where everything is written."})
+    seed: int = field(default=42, metadata={"help": "Random seed (data order, masks, dropout, init)."})
+    max_steps: int = field(default=500, metadata={"help": "Optimizer steps; 0 means use `num_train_epochs`."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs, when `max_steps` is 0."})
+    max_time_s: float | None = field(
+        default=None, metadata={"help": "Stop cleanly (and export) after this many seconds of training."}
+    )
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Sentences per device and micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables."})
+    lr_scheduler_type: Literal["linear", "cosine", "constant_with_warmup"] = field(
+        default="linear", metadata={"help": "Decay after warmup."}
+    )
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of the steps spent warming up."})
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(
+        default="no", metadata={"help": "Autocast precision (bf16 on GPUs; it is slower on most CPUs)."}
+    )
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
+    gradient_cache_chunk_size: int | None = field(
+        default=None, metadata={"help": "Compute the contrastive batch in chunks of this size (GradCache)."}
+    )
+    max_nonfinite_steps: int = field(
+        default=10, metadata={"help": "Skip steps with a non-finite loss; stop after this many in total."}
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    save_steps: int = field(default=200, metadata={"help": "Checkpoint every N optimizer steps; 0 disables."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (oldest removed first)."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the latest complete checkpoint."})
+    eval_steps: int = field(default=0, metadata={"help": "Dev evaluation every N steps (needs `dev_data`); 0: off."})
+    metric_for_best_model: str = field(default="ndcg@10", metadata={"help": "Dev metric that picks the best step."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Export the best dev checkpoint."})
+    report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={"help": "Trackers."})
+    num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads per process."})
+    cpu: bool = field(default=False, metadata={"help": "Train on CPU even if a GPU is present."})
+    export_plain: bool = field(default=True, metadata={"help": "Also export a stock-architecture copy (no code)."})
+
+    def __post_init__(self) -> None:
+        _require(self.max_steps >= 0, "`max_steps` must be >= 0.")
+        _require(self.max_steps > 0 or self.num_train_epochs > 0, "Set `max_steps` or `num_train_epochs` > 0.")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
+            _require(getattr(self, name) >= 1, f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        _require(self.learning_rate > 0, f"`learning_rate` must be positive, got {self.learning_rate}.")
+        _require(0.0 <= self.warmup_ratio < 1.0, f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}.")
+        _require(self.save_total_limit >= 1, "`save_total_limit` must be >= 1.")
+        _require(self.max_nonfinite_steps >= 0, "`max_nonfinite_steps` must be >= 0.")
+        if self.gradient_cache_chunk_size is not None:
+            _require(self.gradient_cache_chunk_size >= 1, "`gradient_cache_chunk_size` must be >= 1.")
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, PretrainingArguments)
+SECTIONS = {"model": ModelArguments, "data": DataArguments, "training": PretrainingArguments}
+
+
+def _flatten(settings: dict[str, Any], source: str) -> dict[str, Any]:
+    """Accept flat files and files with `model:`, `data:`, `training:` sections; reject unknown keys."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in SECTIONS and isinstance(value, dict):
+            known = {f.name for f in fields(SECTIONS[key])}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ValueError(f"{source}: unknown setting(s) {unknown} in section `{key}`; known: {sorted(known)}.")
+            flat.update(value)
+        else:
+            flat[key] = value
+    known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown setting(s) {unknown}; run `automlm-train --help` for the list.")
+    return flat
+
+
+def load_settings_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON settings file into a flat dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Settings file {path} not found; pass an existing YAML or JSON file to --config.")
+    text = path.read_text(encoding="utf-8")
+    settings = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(settings, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(settings).__name__}.")
+    return _flatten(settings, str(path))
+
+
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, PretrainingArguments]:
+    """Parse `[--config FILE] [--field value ...]`: the file's values, overridden by the command line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description="Self-supervised Auto-MLM pretraining.")
+    parser.add_argument("--config", type=str, default=None, help="YAML or JSON settings file.")
+    config_path = None
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise ValueError("--config needs a file path.")
+        config_path = argv[index + 1]
+        del argv[index : index + 2]
+    if config_path is not None:
+        parser.set_defaults(**load_settings_file(config_path))
+    # The namespace of `--config` comes back as a fourth item.
+    model_args, data_args, training_args, *_ = parser.parse_args_into_dataclasses(args=argv)
+    return model_args, data_args, training_args
+
+
+def settings_dict(
+    model_args: ModelArguments, data_args: DataArguments, training_args: PretrainingArguments
+) -> dict[str, dict[str, Any]]:
+    """The settings as saved next to the model (`training_config.json`), one section per class."""
+    return {"model": asdict(model_args), "data": asdict(data_args), "training": asdict(training_args)}

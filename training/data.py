@@ -1,0 +1,338 @@
+"""Unlabelled multilingual text: reading, cleaning, language-balanced sampling, and the batch collator."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from .arguments import EMBEDDED_CORPUS, DataArguments
+
+logger = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt",)
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+UNKNOWN_LANGUAGE = "und"
+
+# chatterbot-corpus folder names -> ISO 639-1 codes (BCP 47 where no two-letter code exists).
+CHATTERBOT_LANGUAGES = {
+    "bengali": "bn", "chinese": "zh", "dutch": "nl", "english": "en", "french": "fr", "german": "de",
+    "hebrew": "he", "hindi": "hi", "hinglish": "hi-Latn", "indonesian": "id", "italian": "it", "japanese": "ja",
+    "korean": "ko", "marathi": "mr", "oriya": "or", "persian": "fa", "portuguese": "pt", "russian": "ru",
+    "spanish": "es", "swedish": "sv", "tamil": "ta", "telugu": "te", "thai": "th", "traditionalchinese": "zh-Hant",
+    "turkish": "tr", "ukrainian": "uk", "urdu": "ur", "yoruba": "yo",
+}  # fmt: skip
+
+
+@dataclass
+class Corpus:
+    """Sentences with their language, and what reading them found."""
+
+    texts: list[str] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+    skipped_blank_lines: int = 0
+    duplicates_removed: int = 0
+    sources: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, text: str, language: str) -> None:
+        text = text.strip()
+        if not text:
+            self.skipped_blank_lines += 1
+            return
+        self.texts.append(text)
+        self.languages.append(language)
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.languages).items()))
+
+    def stats(self) -> dict[str, Any]:
+        """What `data_stats.json` records."""
+        return {
+            "sentences_per_language": self.counts(),
+            "total_sentences": len(self.texts),
+            "skipped_blank_lines": self.skipped_blank_lines,
+            "duplicates_removed": self.duplicates_removed,
+            "sources": self.sources,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Readers
+# ----------------------------------------------------------------------------------------------------------------
+def chatterbot_conversations(data_dir: str | Path | None = None) -> Iterator[tuple[str, list[str]]]:
+    """Yield `(language code, conversation turns)` from the `chatterbot-corpus` package (BSD-3-Clause).
+
+    Turns that are not plain strings (a few files hold numbers or nested lists) are converted or skipped.
+    """
+    import yaml
+
+    if data_dir is None:
+        try:
+            import chatterbot_corpus
+        except ImportError as error:
+            raise ValueError(
+                f"The embedded corpus needs the `chatterbot-corpus` package: pip install 'automlm[demo]' "
+                f"(or chatterbot-corpus==1.3.3), or pass your own --train_files. ({error})"
+            ) from error
+        data_dir = Path(chatterbot_corpus.__file__).parent / "data"
+    for folder in sorted(Path(data_dir).iterdir()):
+        if not folder.is_dir() or folder.name not in CHATTERBOT_LANGUAGES:
+            continue
+        for path in sorted(folder.glob("*.yml")):
+            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            for conversation in document.get("conversations") or []:
+                if not isinstance(conversation, list):
+                    continue
+                turns = [str(turn).strip() for turn in conversation if isinstance(turn, (str, int, float))]
+                yield CHATTERBOT_LANGUAGES[folder.name], [turn for turn in turns if turn]
+
+
+def read_embedded_corpus(corpus: Corpus) -> None:
+    """Every utterance of `chatterbot-corpus`, with its language."""
+    for language, turns in chatterbot_conversations():
+        for turn in turns:
+            corpus.add(turn, language)
+    corpus.sources.append(
+        {
+            "name": "chatterbot-corpus",
+            "version": "1.3.3",
+            "license": "BSD-3-Clause",
+            "url": "https://github.com/gunthercox/chatterbot-corpus",
+        }
+    )
+
+
+def _read_text_file(path: Path, corpus: Corpus, language: str) -> None:
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}, line {line_number}: not valid UTF-8 ({error.reason} at byte {error.start}); "
+                    "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+                ) from error
+            corpus.add(line, language)
+
+
+def _row_language(row: dict[str, Any], args: DataArguments, default: str, where: str) -> str:
+    if args.language_column is None:
+        return default
+    if args.language_column not in row:
+        raise ValueError(f"{where}: no language column `{args.language_column}`; fix --language_column.")
+    return str(row[args.language_column])
+
+
+def _row_text(row: dict[str, Any], args: DataArguments, where: str) -> str:
+    if args.text_column not in row:
+        raise ValueError(
+            f"{where}: no column `{args.text_column}` (columns: {sorted(row)}); set --text_column to the text column."
+        )
+    value = row[args.text_column]
+    return "" if value is None else str(value)
+
+
+def _read_table(path: Path, corpus: Corpus, args: DataArguments, language: str) -> None:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows: Iterable[tuple[int, dict[str, Any]]] = enumerate(pq.read_table(path).to_pylist(), start=1)
+    elif path.suffix in (".csv", ".tsv"):
+        try:
+            with path.open(encoding="utf-8", newline="") as handle:
+                rows = list(enumerate(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","), 2))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not valid UTF-8 ({error.reason}); re-encode the file as UTF-8.") from error
+    else:
+        rows = []
+        with path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    rows.append((line_number, json.loads(raw.decode("utf-8"))))
+                except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                    raise ValueError(
+                        f"{path}, line {line_number}: not a valid UTF-8 JSON object ({error})."
+                    ) from error
+    for number, row in rows:
+        where = f"{path}, row {number}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object with a `{args.text_column}` field.")
+        corpus.add(_row_text(row, args, where), _row_language(row, args, language, where))
+
+
+def _expand(source: str) -> list[Path]:
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES + TABLE_SUFFIXES)
+        if not files:
+            raise ValueError(f"Folder {path} holds no {', '.join(TEXT_SUFFIXES + TABLE_SUFFIXES)} files.")
+        return files
+    if not path.is_file():
+        raise FileNotFoundError(f"Training file {path} not found; check --train_files.")
+    if path.suffix not in TEXT_SUFFIXES + TABLE_SUFFIXES:
+        raise ValueError(
+            f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(TEXT_SUFFIXES + TABLE_SUFFIXES)}."
+        )
+    return [path]
+
+
+def _read_hub_dataset(corpus: Corpus, args: DataArguments) -> None:
+    import datasets
+
+    dataset = datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=args.dataset_split)
+    if args.text_column not in dataset.column_names:
+        raise ValueError(
+            f"Dataset {args.dataset_name} has no column `{args.text_column}` (columns: {dataset.column_names}); "
+            "set --text_column."
+        )
+    for number, row in enumerate(dataset, start=1):
+        where = f"{args.dataset_name}, row {number}"
+        corpus.add(_row_text(row, args, where), _row_language(row, args, UNKNOWN_LANGUAGE, where))
+    corpus.sources.append({"name": args.dataset_name})
+
+
+def load_corpus(args: DataArguments) -> Corpus:
+    """Read every source of `args` into one `Corpus` (deduplicated, capped, never empty)."""
+    corpus = Corpus()
+    for source in args.train_files:
+        if source == EMBEDDED_CORPUS:
+            read_embedded_corpus(corpus)
+            continue
+        for path in _expand(source):
+            # A file's language is its name (de.txt, de.jsonl) unless a language column says otherwise.
+            language = path.stem
+            if path.suffix in TEXT_SUFFIXES:
+                _read_text_file(path, corpus, language)
+            else:
+                _read_table(path, corpus, args, language)
+            corpus.sources.append({"name": str(path)})
+    if args.dataset_name is not None and not args.streaming:
+        _read_hub_dataset(corpus, args)
+    if args.deduplicate:
+        seen: set[tuple[str, str]] = set()
+        texts, languages = [], []
+        for text, language in zip(corpus.texts, corpus.languages):
+            if (language, text) not in seen:
+                seen.add((language, text))
+                texts.append(text)
+                languages.append(language)
+        corpus.duplicates_removed = len(corpus.texts) - len(texts)
+        corpus.texts, corpus.languages = texts, languages
+    if args.max_train_sentences is not None:
+        corpus.texts = corpus.texts[: args.max_train_sentences]
+        corpus.languages = corpus.languages[: args.max_train_sentences]
+    if not corpus.texts:
+        raise ValueError(
+            f"The training corpus is empty ({corpus.skipped_blank_lines} blank lines skipped): check --train_files "
+            "and --text_column."
+        )
+    logger.info(
+        "Read %d sentences (%d blank lines skipped, %d duplicates removed); per language: %s",
+        len(corpus.texts), corpus.skipped_blank_lines, corpus.duplicates_removed, corpus.counts(),
+    )  # fmt: skip
+    return corpus
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------------------------
+def language_sampling_probabilities(counts: dict[str, int], alpha: float) -> dict[str, float]:
+    """XLM-R's smoothed language distribution: `p_l = n_l^alpha / sum_k n_k^alpha`."""
+    weights = {language: count**alpha for language, count in counts.items()}
+    total = sum(weights.values())
+    return {language: weight / total for language, weight in weights.items()}
+
+
+def balance_languages(corpus: Corpus, alpha: float, seed: int) -> list[int]:
+    """Indices of one epoch drawn so that language `l` makes up `p_l` of it (see `language_sampling_probabilities`).
+
+    The epoch keeps the corpus size; small languages are repeated (with replacement) and large ones subsampled.
+    With `alpha=1` every sentence appears once.
+    """
+    by_language: dict[str, list[int]] = {}
+    for index, language in enumerate(corpus.languages):
+        by_language.setdefault(language, []).append(index)
+    if alpha == 1.0 or len(by_language) == 1:
+        return list(range(len(corpus.texts)))
+    probabilities = language_sampling_probabilities(corpus.counts(), alpha)
+    rng = np.random.default_rng(seed)
+    total = len(corpus.texts)
+    indices: list[int] = []
+    sampled = {}
+    for language, members in sorted(by_language.items()):
+        target = max(1, round(probabilities[language] * total))
+        replace = target > len(members)
+        indices.extend(int(i) for i in rng.choice(members, size=target, replace=replace))
+        sampled[language] = target
+    logger.info("Language-balanced sampling (alpha=%s), sentences per epoch: %s", alpha, sampled)
+    return indices
+
+
+class SentenceDataset(Dataset):
+    """Map-style dataset of `{"text": ...}` items (optionally with a `"positive"`)."""
+
+    def __init__(self, texts: list[str], positives: list[str] | None = None) -> None:
+        if positives is not None and len(positives) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(positives)} positives; they must pair up one to one.")
+        self.texts = texts
+        self.positives = positives
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index: int) -> dict[str, str]:
+        item = {"text": self.texts[index]}
+        if self.positives is not None:
+            item["positive"] = self.positives[index]
+        return item
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Collator
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class AutoMLMCollator:
+    """Tokenize and pad a list of `{"text": str[, "positive": str]}` items for [`AutoMLMForPreTraining`].
+
+    Returns `input_ids`, `attention_mask` (and `token_type_ids` when the tokenizer makes them), `positive_*` for
+    items with a positive, and `word_ids` (word index per token, -1 for special tokens and padding) when
+    `whole_word_masking` is set. Masking itself happens in the model, from its config. Over-long texts are
+    truncated to `max_length` tokens.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int = 64
+    whole_word_masking: bool = False
+    text_key: str = "text"
+    positive_key: str = "positive"
+
+    def _encode(self, texts: list[str], prefix: str = "") -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = {f"{prefix}{key}": value for key, value in encoded.items() if key != "special_tokens_mask"}
+        if self.whole_word_masking and not prefix:
+            if not getattr(self.tokenizer, "is_fast", False):
+                raise ValueError("Whole-word masking needs a fast tokenizer (it provides word ids).")
+            word_ids = [[-1 if w is None else w for w in encoded.word_ids(i)] for i in range(len(texts))]
+            batch["word_ids"] = torch.tensor(word_ids, dtype=torch.long)
+        return batch
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        texts = [item[self.text_key] for item in items]
+        batch = self._encode(texts)
+        if any(self.positive_key in item for item in items):
+            if not all(self.positive_key in item for item in items):
+                raise ValueError(f"Some items of the batch have a `{self.positive_key}` and others not.")
+            batch.update(self._encode([item[self.positive_key] for item in items], prefix="positive_"))
+        return batch

@@ -36,10 +36,8 @@ def main() -> None:
             for name, p in accelerator.unwrap_model(model).named_parameters()
             if p.grad is not None
         }
-        json.dump(
-            {"losses": losses.tolist(), "grads": grads, "world_size": accelerator.num_processes},
-            open(sys.argv[2], "w"),
-        )
+        result = {"losses": losses.tolist(), "grads": grads, "world_size": accelerator.num_processes}
+        Path(sys.argv[2]).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

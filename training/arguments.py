@@ -86,13 +86,16 @@ class DataArguments:
     """Where the unlabelled text comes from and how it is sampled."""
 
     train_files: list[str] = field(
-        default_factory=lambda: [EMBEDDED_CORPUS],
+        default_factory=list,
         metadata={
             "help": "Text sources: .txt (one sentence per line), .jsonl, .csv, .tsv, .parquet files, folders of "
-            f"those, or '{EMBEDDED_CORPUS}' (the multilingual utterances shipped by that package)."
+            f"those, or '{EMBEDDED_CORPUS}' (the multilingual utterances shipped by that package; the default "
+            "when neither this nor `dataset_name` is set)."
         },
     )
-    dataset_name: str | None = field(default=None, metadata={"help": "A dataset on the Hub, read with `datasets`."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A dataset on the Hub (or a local folder) read with `datasets.load_dataset`."}
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of `dataset_name`."})
     dataset_split: str = field(default="train", metadata={"help": "Split of `dataset_name`."})
     streaming: bool = field(default=False, metadata={"help": "Stream `dataset_name` instead of loading it."})
@@ -112,10 +115,8 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        _require(
-            bool(self.train_files) or self.dataset_name is not None,
-            "No training data: set `train_files` or `dataset_name`.",
-        )
+        if not self.train_files and self.dataset_name is None:
+            self.train_files = [EMBEDDED_CORPUS]
         _require(self.max_seq_length >= 8, f"`max_seq_length` must be at least 8, got {self.max_seq_length}.")
         _require(
             0.0 < self.language_sampling_alpha <= 1.0,
@@ -170,6 +171,9 @@ class PretrainingArguments:
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads per process."})
     cpu: bool = field(default=False, metadata={"help": "Train on CPU even if a GPU is present."})
     export_plain: bool = field(default=True, metadata={"help": "Also export a stock-architecture copy (no code)."})
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "The Hub repo the export is meant for (ORG/NAME), named in its model card."}
+    )
 
     def __post_init__(self) -> None:
         _require(self.max_steps >= 0, "`max_steps` must be >= 0.")

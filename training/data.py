@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
 from .arguments import EMBEDDED_CORPUS, DataArguments
@@ -200,7 +200,7 @@ def _read_hub_dataset(corpus: Corpus, args: DataArguments) -> None:
     for number, row in enumerate(dataset, start=1):
         where = f"{args.dataset_name}, row {number}"
         corpus.add(_row_text(row, args, where), _row_language(row, args, UNKNOWN_LANGUAGE, where))
-    corpus.sources.append({"name": args.dataset_name})
+    corpus.sources.append({"name": args.dataset_name, "hub_id": args.dataset_name})
 
 
 def load_corpus(args: DataArguments) -> Corpus:
@@ -217,7 +217,7 @@ def load_corpus(args: DataArguments) -> Corpus:
                 _read_text_file(path, corpus, language)
             else:
                 _read_table(path, corpus, args, language)
-            corpus.sources.append({"name": str(path)})
+            corpus.sources.append({"name": path.name})
     if args.dataset_name is not None and not args.streaming:
         _read_hub_dataset(corpus, args)
     if args.deduplicate:
@@ -278,6 +278,41 @@ def balance_languages(corpus: Corpus, alpha: float, seed: int) -> list[int]:
         sampled[language] = target
     logger.info("Language-balanced sampling (alpha=%s), sentences per epoch: %s", alpha, sampled)
     return indices
+
+
+class StreamingSentences(IterableDataset):
+    """`{"text": ...}` items streamed with `datasets` (for corpora larger than memory), shuffled in a buffer.
+
+    `dataset_name` is a Hub dataset or a local folder or file that `datasets.load_dataset` reads. Blank texts are
+    skipped. Resuming a streamed run replays the stream up to the checkpoint, so it continues on the same data, but
+    the order after a shuffle buffer is only as reproducible as the source.
+    """
+
+    def __init__(self, args: DataArguments, seed: int, buffer_size: int = 10_000) -> None:
+        import datasets
+
+        stream = datasets.load_dataset(
+            args.dataset_name, args.dataset_config_name, split=args.dataset_split, streaming=True
+        )
+        self.stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
+        self.text_column = args.text_column
+        self.name = args.dataset_name
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.stream.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        for number, row in enumerate(self.stream, start=1):
+            if self.text_column not in row:
+                raise ValueError(
+                    f"{self.name}, row {number}: no column `{self.text_column}` (columns: {sorted(row)}); "
+                    "set --text_column."
+                )
+            text = row[self.text_column]
+            if text is not None and str(text).strip():
+                yield {"text": str(text).strip()}
 
 
 class SentenceDataset(Dataset):

@@ -6,6 +6,7 @@ Run ``automlm-train`` (the embedded default), ``automlm-train --config configs/X
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,20 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, get_scheduler
 
+from model_card import generate_model_card
 from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
 from modeling_automlm.modeling_automlm import special_token_ids_of
 
 from .arguments import DataArguments, ModelArguments, PretrainingArguments, parse_args, settings_dict
-from .data import AutoMLMCollator, Corpus, SentenceDataset, balance_languages, load_corpus
+from .data import (
+    UNKNOWN_LANGUAGE,
+    AutoMLMCollator,
+    Corpus,
+    SentenceDataset,
+    StreamingSentences,
+    balance_languages,
+    load_corpus,
+)
 from .export import export_plain, export_sentence_transformers
 from .health import alignment, uniformity
 from .tokenization import train_wordpiece_tokenizer
@@ -40,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 COMPLETE_MARKER = "CHECKPOINT_COMPLETE"
+STREAM_TOKENIZER_SAMPLE = 100_000  # streamed sentences a from-scratch tokenizer is trained on
 LOSS_KEYS = ("loss", "cl_loss", "auto_mlm_loss", "mlm_loss", "auto_mlm_accuracy", "mlm_accuracy")
 
 
@@ -51,16 +62,38 @@ def _is_automlm_folder(backbone: str) -> bool:
     return config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "automlm"
 
 
-def build_model(
-    model_args: ModelArguments, data_args: DataArguments, texts: list[str]
-) -> tuple[AutoMLMForPreTraining, PreTrainedTokenizerBase]:
-    """A new model from scratch (tokenizer trained on `texts`), around a pretrained encoder, or an Auto-MLM model
-    to continue from (its objective replaced by the one in `model_args`)."""
-    objective = model_args.config_fields()
-    if model_args.backbone == "scratch":
+def build_tokenizer(
+    model_args: ModelArguments, data_args: DataArguments, texts: list[str], run_tokenizer_dir: Path, *, train_new: bool
+) -> PreTrainedTokenizerBase:
+    """The backbone's tokenizer, or, from scratch, the run's own: trained on `texts` when `train_new` (and saved in
+    `run_tokenizer_dir`), else loaded from there.
+
+    Training a tokenizer is not reproducible across processes (the trainer breaks ties in hash order), so every
+    process of a run, and a resumed run, reads the one the main process trained.
+    """
+    if model_args.backbone != "scratch":
+        return AutoTokenizer.from_pretrained(model_args.backbone)
+    if train_new:
         tokenizer = train_wordpiece_tokenizer(
             texts, vocab_size=model_args.tokenizer_vocab_size, model_max_length=data_args.max_seq_length
         )
+        tokenizer.save_pretrained(run_tokenizer_dir)
+        return tokenizer
+    if not (run_tokenizer_dir / "tokenizer_config.json").is_file():
+        raise ValueError(
+            f"{run_tokenizer_dir} holds no tokenizer: a run from scratch cannot be resumed without the tokenizer it "
+            "trained; start a new run instead."
+        )
+    return AutoTokenizer.from_pretrained(run_tokenizer_dir)
+
+
+def build_model(
+    model_args: ModelArguments, data_args: DataArguments, tokenizer: PreTrainedTokenizerBase
+) -> AutoMLMForPreTraining:
+    """A new model from scratch, one around a pretrained encoder, or an Auto-MLM model to continue from (with the
+    objective of `model_args`)."""
+    objective = model_args.config_fields()
+    if model_args.backbone == "scratch":
         encoder_config = AutoConfig.for_model(
             model_args.model_type,
             vocab_size=len(tokenizer),
@@ -79,11 +112,10 @@ def build_model(
             special_token_ids=special_token_ids_of(tokenizer),
             **objective,
         )
-        return AutoMLMForPreTraining(config), tokenizer
-    tokenizer = AutoTokenizer.from_pretrained(model_args.backbone)
+        return AutoMLMForPreTraining(config)
     if _is_automlm_folder(model_args.backbone):
-        return AutoMLMForPreTraining.from_pretrained(model_args.backbone, **objective), tokenizer
-    return AutoMLMForPreTraining.from_backbone(model_args.backbone, tokenizer=tokenizer, **objective), tokenizer
+        return AutoMLMForPreTraining.from_pretrained(model_args.backbone, **objective)
+    return AutoMLMForPreTraining.from_backbone(model_args.backbone, tokenizer=tokenizer, **objective)
 
 
 def _optimizer(model: torch.nn.Module, args: PretrainingArguments) -> torch.optim.Optimizer:
@@ -188,31 +220,41 @@ def make_encode_fn(
 def dev_evaluate(
     model: AutoMLMForPreTraining, tokenizer: PreTrainedTokenizerBase, dev_data: str, max_length: int
 ) -> dict[str, Any]:
-    """Retrieval metrics on every language of a BEIR folder (the structure `automlm-eval` writes)."""
-    from .evaluation import evaluate_retrieval, load_beir
+    """Retrieval metrics on every language of a BEIR folder, in the structure `automlm-eval` writes."""
+    from .evaluation import evaluate_encoder
 
-    root = Path(dev_data)
-    folders = sorted(p for p in root.iterdir() if (p / "queries.jsonl").is_file()) or [root]
     encode = make_encode_fn(model, tokenizer, max_length)
-    per_language = {}
-    for folder in folders:
-        queries, corpus, qrels = load_beir(folder)
-        per_language[folder.name] = evaluate_retrieval(encode, queries, corpus, qrels)
-    metrics = [key for key in next(iter(per_language.values())) if not key.startswith("num_")]
-    macro = {key: sum(result[key] for result in per_language.values()) / len(per_language) for key in metrics}
-    return {
-        "model": "dev",
-        "dataset": root.name,
-        "task": "monolingual",
-        "max_seq_length": max_length,
-        "per_language": per_language,
-        "macro": macro,
-    }
+    results = evaluate_encoder(encode, dev_data, model_name="dev", max_seq_length=max_length)
+    results["split"] = "dev"
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------------------
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def _restore_rng_after_start(
+    batches: Iterable[dict[str, torch.Tensor]], rng: tuple[torch.Tensor, list[torch.Tensor] | None]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield from `batches`, putting back the checkpoint's RNG state once the iterator has started.
+
+    Starting a DataLoader iterator draws a seed from the global RNG. An uninterrupted run did that at the start of
+    the epoch, not at the step it was checkpointed, so the resumed run must not keep that draw: masks and dropout
+    then replay exactly.
+    """
+    iterator = iter(batches)
+    first = next(iterator, None)
+    torch.set_rng_state(rng[0])
+    if rng[1] is not None:
+        torch.cuda.set_rng_state_all(rng[1])
+    if first is not None:
+        yield first
+        yield from iterator
+
+
 def _accelerator(args: PretrainingArguments) -> Accelerator:
     log_with = None
     if args.report_to == "tensorboard":
@@ -259,25 +301,48 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
             "--output_dir (nothing was overwritten)."
         )
 
-    corpus: Corpus = load_corpus(data_args)
-    model, tokenizer = build_model(model_args, data_args, corpus.texts)
+    batch_size = args.per_device_train_batch_size
+    if data_args.streaming:
+        if not args.max_steps:
+            raise ValueError("A streamed corpus has no known length: set --max_steps.")
+        stream = StreamingSentences(data_args, args.seed)
+        sample = [item["text"] for item in itertools.islice(stream, STREAM_TOKENIZER_SAMPLE)]
+        if not sample:
+            raise ValueError(f"The streamed dataset {data_args.dataset_name} yielded no text; check --text_column.")
+        corpus = Corpus(
+            texts=sample,
+            languages=[UNKNOWN_LANGUAGE] * len(sample),
+            sources=[{"name": stream.name, "hub_id": stream.name}],
+        )
+        dataset = stream
+    else:
+        corpus = load_corpus(data_args)
+    with accelerator.main_process_first():
+        train_new = accelerator.is_main_process and not args.resume
+        tokenizer = build_tokenizer(model_args, data_args, corpus.texts, output_dir / "tokenizer", train_new=train_new)
+    model = build_model(model_args, data_args, tokenizer)
+    if not data_args.streaming:
+        order = balance_languages(corpus, data_args.language_sampling_alpha, args.seed)
+        dataset = SentenceDataset([corpus.texts[i] for i in order])
+        if len(dataset) < batch_size * accelerator.num_processes:
+            raise ValueError(
+                f"The corpus has {len(dataset)} sentences, fewer than one global batch "
+                f"({batch_size} x {accelerator.num_processes} processes): lower --per_device_train_batch_size."
+            )
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    order = balance_languages(corpus, data_args.language_sampling_alpha, args.seed)
-    dataset = SentenceDataset([corpus.texts[i] for i in order])
     collator = AutoMLMCollator(
         tokenizer, max_length=data_args.max_seq_length, whole_word_masking=model.config.masking_scheme == "whole_word"
     )
-    batch_size = args.per_device_train_batch_size
-    if len(dataset) < batch_size * accelerator.num_processes:
-        raise ValueError(
-            f"The corpus has {len(dataset)} sentences, fewer than one global batch "
-            f"({batch_size} x {accelerator.num_processes} processes): lower --per_device_train_batch_size."
-        )
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator, drop_last=True)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=not data_args.streaming, collate_fn=collator, drop_last=True
+    )
     optimizer = _optimizer(model, args)
-    updates_per_epoch = max(1, len(loader) // accelerator.num_processes // args.gradient_accumulation_steps)
-    max_steps = args.max_steps or math.ceil(args.num_train_epochs * updates_per_epoch)
+    if args.max_steps:
+        max_steps = args.max_steps
+    else:
+        updates_per_epoch = max(1, len(loader) // accelerator.num_processes // args.gradient_accumulation_steps)
+        max_steps = math.ceil(args.num_train_epochs * updates_per_epoch)
     scheduler = get_scheduler(
         args.lr_scheduler_type,
         optimizer,
@@ -295,9 +360,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         accelerator.init_trackers("automlm", config=_scalar_settings(settings))
 
     micro_batches_done = 0
+    resumed_rng = None
     if args.resume:
         latest = complete_checkpoints(checkpoint_dir)[-1]
         accelerator.load_state(str(latest))
+        resumed_rng = _rng_state()
         micro_batches_done = state.step * args.gradient_accumulation_steps
         logger.info("Resumed from %s at step %d", latest, state.step)
 
@@ -315,11 +382,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     step_had_nonfinite = False
     stop = state.step >= max_steps
     model.train()
-    epoch = micro_batches_done // len(loader)
+    # A streamed dataset has no length: resuming replays it from the start (epoch 0) and skips what was seen.
+    epoch_length = None if data_args.streaming else len(loader)
+    epoch = micro_batches_done // epoch_length if epoch_length else 0
     while not stop:
         loader.set_epoch(epoch)
-        skip = micro_batches_done - epoch * len(loader)
+        skip = micro_batches_done - epoch * epoch_length if epoch_length else micro_batches_done
         batches = accelerator.skip_first_batches(loader, skip) if skip > 0 else loader
+        if resumed_rng is not None:
+            batches, resumed_rng = _restore_rng_after_start(batches, resumed_rng), None
         for batch in batches:
             micro_batches_done += 1
             with accelerator.accumulate(model):
@@ -392,6 +463,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
                     logger.info("Reached --max_time_s=%s at step %d; stopping.", args.max_time_s, state.step)
                 break
         epoch += 1
+        if data_args.streaming:
+            micro_batches_done = 0  # the next pass over the stream starts afresh
     progress.close()
     state.train_seconds = time.perf_counter() - run_start
 
@@ -423,6 +496,7 @@ def _evaluate_and_track(
             state.history[-1].update(record)
         else:
             state.history.append(record)
+        (output_dir / "eval_results.json").write_text(json.dumps([results], indent=2))  # the latest evaluation
         accelerator.log({f"dev/{k}": v for k, v in results["macro"].items()}, step=state.step)
         logger.info("step %d: dev %s", state.step, {k: round(v, 4) for k, v in results["macro"].items()})
         if state.best_metric is None or value > state.best_metric:
@@ -490,22 +564,19 @@ def _export(
     (final_dir / "data_stats.json").write_text(json.dumps(corpus.stats(), indent=2, ensure_ascii=False))
     if (output_dir / "eval_results.json").is_file():
         shutil.copy(output_dir / "eval_results.json", final_dir / "eval_results.json")
+    model_id = args.hub_model_id or output_dir.resolve().name
+    plain_id = None
     if args.export_plain:
         plain_dir = output_dir / "final-plain"
         if plain_dir.exists():
             shutil.rmtree(plain_dir)
         export_plain(model, tokenizer, plain_dir, max_seq_length=data_args.max_seq_length)
-    _write_card(final_dir)
+        for name in ("training_config.json", "training_metrics.json", "data_stats.json"):
+            shutil.copy(final_dir / name, plain_dir / name)
+        plain_id = f"{model_id}-plain" if args.hub_model_id else "../final-plain"
+        generate_model_card(plain_dir, model_id=f"{model_id}-plain")
+    generate_model_card(final_dir, model_id=model_id, plain_repo_id=plain_id)
     logger.info("Exported to %s", final_dir)
-
-
-def _write_card(folder: Path) -> None:
-    try:
-        from model_card import generate_model_card
-    except ImportError:  # the card generator is optional at this stage
-        logger.warning("model_card is not available; %s has no README.md", folder)
-        return
-    generate_model_card(folder, plain_repo_id=None, write=True)
 
 
 def main(argv: list[str] | None = None) -> None:

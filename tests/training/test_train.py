@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModel
 
-from tests.conftest import SENTENCES
+from tests.conftest import SENTENCES, tiny_encoder_config
 from training.arguments import parse_args
 from training.train import COMPLETE_MARKER, complete_checkpoints, train
 
@@ -79,8 +80,17 @@ def _weights(output_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_exactly_the_uninterrupted_weights(corpus_file, tmp_path):
-    steps = ["--max_steps", "60", "--save_steps", "10", "--save_total_limit", "2", "--num_threads", "1"]
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_weights(corpus_file, tokenizer, tmp_path):
+    # A pretrained backbone folder: a tokenizer trained from scratch differs between processes (the tokenizers
+    # trainer breaks ties in hash order), which would make the two runs differ before any resuming.
+    backbone = tmp_path / "backbone"
+    torch.manual_seed(0)
+    AutoModel.from_config(tiny_encoder_config("bert", len(tokenizer), tokenizer.pad_token_id)).save_pretrained(
+        backbone
+    )
+    tokenizer.save_pretrained(backbone)
+    steps = ["--backbone", str(backbone), "--max_steps", "60", "--save_steps", "10", "--save_total_limit", "2",
+             "--num_threads", "1"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "training.train"]
     interrupted = tmp_path / "interrupted"
@@ -104,3 +114,49 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_weights(corpus_file, 
         assert torch.equal(resumed[name], reference[name]), f"{name} differs after resuming from {killed_at}"
     history = json.loads((interrupted / "final" / "training_metrics.json").read_text())["history"]
     assert history[-1]["step"] == 60
+
+
+@pytest.mark.slow
+def test_streaming_a_dataset_larger_than_memory(tmp_path):
+    folder = tmp_path / "stream"
+    folder.mkdir()
+    rows = [{"question": f"{s} {i}"} for i, s in enumerate(SENTENCES * 5)] + [{"question": "  "}]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    argv = [*TINY, "--dataset_name", str(folder), "--streaming", "--text_column", "question",
+            "--output_dir", str(tmp_path / "out"), "--max_steps", "14", "--save_steps", "0"]  # fmt: skip
+    summary = train(*parse_args(argv))
+    assert summary["steps"] == 14  # more than one pass over the 80-sentence stream (10 batches of 8)
+    assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
+
+
+def test_resuming_from_scratch_reuses_the_run_tokenizer(corpus_file, tmp_path):
+    from training.train import build_tokenizer
+
+    model_args, data_args, _ = parse_args(run_args(corpus_file, tmp_path / "out"))
+    folder = tmp_path / "out" / "tokenizer"
+    with pytest.raises(ValueError, match="holds no tokenizer"):
+        build_tokenizer(model_args, data_args, SENTENCES, folder, train_new=False)
+    trained = build_tokenizer(model_args, data_args, SENTENCES, folder, train_new=True)
+    assert (
+        build_tokenizer(model_args, data_args, ["other text"], folder, train_new=False).get_vocab()
+        == trained.get_vocab()
+    )
+
+
+@pytest.mark.slow
+def test_dev_evaluation_tracks_the_best_step_and_exports_it(corpus_file, tmp_path):
+    dev = Path(__file__).parents[1] / "fixtures" / "beir_tiny"
+    argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "6", "--save_steps", "2", "--eval_steps", "2",
+                    "--dev_data", str(dev), "--save_total_limit", "1")  # fmt: skip
+    summary = train(*parse_args(argv))
+    dev_records = [r for r in summary["history"] if "dev_ndcg@10" in r]
+    assert [r["step"] for r in dev_records] == [2, 4, 6]
+    best = max(dev_records, key=lambda r: r["dev_ndcg@10"])
+    assert summary["best_step"] == best["step"]
+    results = json.loads((tmp_path / "out" / "final" / "eval_results.json").read_text())
+    assert results[0]["split"] == "dev"
+    assert results[0]["macro"]["ndcg@10"] == pytest.approx(best["dev_ndcg@10"])
+    checkpoints = [p.name for p in complete_checkpoints(tmp_path / "out" / "checkpoints")]
+    assert "checkpoint-6" in checkpoints and f"checkpoint-{best['step']}" in checkpoints  # the best is kept
+    card = (tmp_path / "out" / "final" / "README.md").read_text()
+    assert "automlm" in card

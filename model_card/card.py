@@ -1,0 +1,840 @@
+"""The model card of an exported Auto-MLM folder: data read from the folder's files, rendered from a Jinja template.
+
+The generator reads only files (``config.json``, ``training_config.json``, ``training_metrics.json``,
+``data_stats.json``, ``eval_results.json``, the sentence-transformers and tokenizer configs and the safetensors
+header), so it works on any export, including one written by hand with ``save_pretrained``. A section whose file is
+absent is left out; no number is ever filled in that the files do not hold.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .hub import code_files
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_NAME = "model_card.jinja"
+CURVES_FILE = "training_curves.png"
+README_FILE = "README.md"
+DEFAULT_LICENSE = "apache-2.0"
+EVAL_TASK_TYPE = "information-retrieval"  # the task type sentence-transformers uses for retrieval results
+
+PAPER_TITLE = "Auto-MLM: Improved Contrastive Learning for Self-supervised Multi-lingual Knowledge Retrieval"
+PAPER_URL = "https://arxiv.org/abs/2203.16187"
+CITATION = """\
+@article{xu2022automlm,
+  title         = {Auto-MLM: Improved Contrastive Learning for Self-supervised Multi-lingual Knowledge Retrieval},
+  author        = {Xu, Wenshen and Maimaiti, Mieradilijiang and Zheng, Yuanhang and Tang, Xin and Zhang, Ji},
+  journal       = {arXiv preprint arXiv:2203.16187},
+  year          = {2022},
+  eprint        = {2203.16187},
+  archivePrefix = {arXiv},
+  primaryClass  = {cs.CL},
+  url           = {https://arxiv.org/abs/2203.16187}
+}"""
+
+# A corpus smaller than this, trained from scratch, makes a demonstration model, not a production retriever.
+SMALL_CORPUS_SENTENCES = 1_000_000
+# Metric names whose usual spelling is not the capitalised key.
+_METRIC_SPELLING = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP"}
+_COUNT_COLUMNS = {"num_queries": "Queries", "num_documents": "Documents"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_LANGUAGE_SUBTAG = re.compile(r"^[a-z]{2,3}$")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small helpers (pure functions, tested directly)
+# ----------------------------------------------------------------------------------------------------------------
+def hub_language_codes(codes: list[str]) -> list[str]:
+    """Map language tags to the codes the Hub's `language` metadata accepts, in order and without duplicates.
+
+    The Hub takes ISO 639-1/2/3 codes, so a BCP 47 tag keeps its primary subtag: ``zh-Hant`` and ``zh`` both become
+    ``zh``, ``hi-Latn`` becomes ``hi``. A tag without a two- or three-letter primary subtag is dropped with a
+    warning (it would make the metadata invalid).
+
+    Args:
+        codes: language tags such as ``["en", "zh", "zh-Hant"]``.
+
+    Returns:
+        Hub language codes, e.g. ``["en", "zh"]``.
+    """
+    hub_codes: list[str] = []
+    for code in codes:
+        primary = re.split(r"[-_]", str(code).strip())[0].lower()
+        if not _LANGUAGE_SUBTAG.match(primary):
+            logger.warning("Language %r is not an ISO 639 code; it is left out of the card's metadata.", code)
+            continue
+        if primary not in hub_codes:
+            hub_codes.append(primary)
+    return hub_codes
+
+
+def is_hub_model_id(name: str | None) -> bool:
+    """Whether `name` looks like a Hub model id (``xlm-roberta-base``, ``org/name``) rather than a local folder."""
+    if not name or name == "scratch" or Path(name).expanduser().exists():
+        return False
+    return bool(_HUB_ID.match(name)) and not name.startswith(".")
+
+
+def metric_display_name(key: str) -> str:
+    """``ndcg@10`` -> ``NDCG@10``, ``recall@1`` -> ``Recall@1``, ``num_queries`` -> ``Queries``."""
+    if key in _COUNT_COLUMNS:
+        return _COUNT_COLUMNS[key]
+    name, at, cutoff = key.partition("@")
+    return _METRIC_SPELLING.get(name.lower(), name.replace("_", " ").capitalize()) + at + cutoff
+
+
+def format_duration(seconds: float) -> str:
+    """``3723.4`` -> ``1 h 02 min 03 s``; ``42`` -> ``42 s``."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min {secs:02d} s"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def format_value(value: Any, max_items: int = 8) -> str:
+    """Render a setting or a metric for a Markdown table cell (pipes escaped, long lists shortened)."""
+    if isinstance(value, bool) or value is None:
+        text = json.dumps(value)
+    elif isinstance(value, float):
+        text = str(value) if math.isfinite(value) else "n/a"
+    elif isinstance(value, (list, tuple)):
+        shown = ", ".join(format_value(item) for item in value[:max_items])
+        text = shown if len(value) <= max_items else f"{shown}, ... ({len(value)} items)"
+        text = text or "[]"
+    elif isinstance(value, dict):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def format_metric(value: Any) -> str:
+    """A metric in a results table: four decimals for scores, thousands separators for counts."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "n/a" if value is None else format_value(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4f}" if math.isfinite(value) else "n/a"
+
+
+def markdown_table(header: list[str], rows: list[list[str]], numeric: bool = True) -> str:
+    """A Markdown table; with `numeric`, every column but the first is right-aligned."""
+    align = [":---"] + [("---:" if numeric else ":---")] * (len(header) - 1)
+    lines = [header, align, *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
+def count_parameters(weights_file: Path) -> dict[str, int]:
+    """Count parameters per top-level module from a safetensors header, without loading any tensor.
+
+    Args:
+        weights_file: a ``.safetensors`` file.
+
+    Returns:
+        ``{top-level module name: number of parameters}``, e.g. ``{"automlm": 1_200_000, "auto_mlm_head": 90_000}``.
+    """
+    with open(weights_file, "rb") as handle:
+        (header_size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_size))
+    counts: dict[str, int] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        counts[name.split(".")[0]] = counts.get(name.split(".")[0], 0) + math.prod(info["shape"])
+    return counts
+
+
+def task_label(entry: dict[str, Any]) -> str:
+    """What an evaluation entry measured: ``monolingual``, ``cross-lingual, en corpus``..."""
+    label = str(entry.get("task") or "retrieval")
+    return label + (f", {entry['corpus_language']} corpus" if entry.get("corpus_language") else "")
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); fix or delete it and regenerate the card.") from error
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The card data
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class AutoMLMModelCardData:
+    """Everything the model card shows, read from an export folder by [`AutoMLMModelCardData.from_folder`].
+
+    The raw file contents are kept as they are; the properties derive the metadata and the tables from them.
+
+    Args:
+        folder: the export folder.
+        model_id: the id the usage examples load (``ORG/NAME`` on the Hub); defaults to the folder's name.
+        model_name: the card's title and the `model-index` name; defaults to `model_id`.
+        license: license identifier for the metadata (a Hub license id such as ``apache-2.0``).
+        plain_repo_id: Hub id or path of the stock-architecture copy (no custom code), if there is one.
+        config: ``config.json``.
+        training_config: ``training_config.json`` (sections ``model``, ``data``, ``training``).
+        training_metrics: ``training_metrics.json``.
+        data_stats: ``data_stats.json``.
+        eval_results: ``eval_results.json`` (a list of results).
+        sentence_transformers_config: ``config_sentence_transformers.json``.
+        sentence_bert_config: ``sentence_bert_config.json``.
+        tokenizer_config: ``tokenizer_config.json``.
+        modules: ``modules.json`` (the sentence-transformers modules).
+        pooling_config: the config of the sentence-transformers Pooling module (plain export).
+        parameter_counts: parameters per top-level module, from the safetensors header.
+    """
+
+    folder: Path
+    model_id: str
+    model_name: str
+    license: str = DEFAULT_LICENSE
+    plain_repo_id: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    training_config: dict[str, Any] | None = None
+    training_metrics: dict[str, Any] | None = None
+    data_stats: dict[str, Any] | None = None
+    eval_results: list[dict[str, Any]] = field(default_factory=list)
+    sentence_transformers_config: dict[str, Any] | None = None
+    sentence_bert_config: dict[str, Any] | None = None
+    tokenizer_config: dict[str, Any] | None = None
+    modules: list[dict[str, Any]] = field(default_factory=list)
+    pooling_config: dict[str, Any] | None = None
+    parameter_counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_folder(
+        cls,
+        folder: str | Path,
+        *,
+        model_id: str | None = None,
+        model_name: str | None = None,
+        license: str = DEFAULT_LICENSE,
+        plain_repo_id: str | None = None,
+    ) -> AutoMLMModelCardData:
+        """Read the card data from an export folder.
+
+        Args:
+            folder: the export folder; it must hold ``config.json``.
+            model_id: the id the usage examples load; defaults to the folder's name.
+            model_name: the card's title; defaults to `model_id`.
+            license: license identifier for the metadata.
+            plain_repo_id: Hub id or path of the plain export, shown as the no-custom-code option.
+
+        Raises:
+            FileNotFoundError: the folder or its ``config.json`` does not exist.
+            ValueError: one of the JSON files is not valid JSON.
+        """
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{folder} has no config.json: pass the folder written by the export (or by `save_pretrained`)."
+            )
+        eval_results = _read_json(folder / "eval_results.json") or []
+        if isinstance(eval_results, dict):  # a single result written without the list
+            eval_results = [eval_results]
+        weights = folder / "model.safetensors"
+        model_id = model_id or folder.resolve().name
+        modules = [module for module in _read_json(folder / "modules.json") or [] if isinstance(module, dict)]
+        pooling = [module for module in modules if str(module.get("type", "")).endswith("Pooling")]
+        pooling_config = _read_json(folder / pooling[0].get("path", "") / "config.json") if pooling else None
+        return cls(
+            folder=folder,
+            model_id=model_id,
+            model_name=model_name or model_id,
+            license=license,
+            plain_repo_id=plain_repo_id,
+            config=_read_json(folder / "config.json"),
+            training_config=_read_json(folder / "training_config.json"),
+            training_metrics=_read_json(folder / "training_metrics.json"),
+            data_stats=_read_json(folder / "data_stats.json"),
+            eval_results=[entry for entry in eval_results if isinstance(entry, dict)],
+            sentence_transformers_config=_read_json(folder / "config_sentence_transformers.json"),
+            sentence_bert_config=_read_json(folder / "sentence_bert_config.json"),
+            tokenizer_config=_read_json(folder / "tokenizer_config.json"),
+            modules=modules,
+            pooling_config=pooling_config,
+            parameter_counts=count_parameters(weights) if weights.is_file() else {},
+        )
+
+    # --- what the model is ----------------------------------------------------------------------------------------
+    @property
+    def is_automlm(self) -> bool:
+        """Whether ``config.json`` is an Auto-MLM config (rather than the plain stock-architecture export)."""
+        return self.config.get("model_type") == "automlm"
+
+    @property
+    def is_custom_code(self) -> bool:
+        """Whether loading needs ``trust_remote_code`` (the config maps auto classes to code files)."""
+        return bool(self.config.get("auto_map"))
+
+    @property
+    def encoder_config(self) -> dict[str, Any]:
+        """The backbone's config: ``encoder_config`` of an Auto-MLM config, the config itself otherwise."""
+        return self.config.get("encoder_config") or self.config
+
+    @property
+    def embedding_dimension(self) -> int | None:
+        encoder = self.encoder_config
+        return encoder.get("hidden_size") or encoder.get("dim") or encoder.get("d_model")
+
+    @property
+    def pooling(self) -> str | None:
+        """The pooling mode: the Auto-MLM config's, or the sentence-transformers Pooling module's."""
+        if self.config.get("pooling"):
+            return str(self.config["pooling"])
+        pooling = self.pooling_config or {}
+        if pooling.get("pooling_mode"):
+            return str(pooling["pooling_mode"])
+        modes = [
+            key[len("pooling_mode_") :] for key, value in pooling.items() if key.startswith("pooling_mode_") and value
+        ]
+        return ", ".join(modes) or None
+
+    @property
+    def normalized(self) -> bool:
+        """Whether the embeddings are L2-normalised (by the model or by a Normalize module)."""
+        has_module = any(str(module.get("type", "")).endswith("Normalize") for module in self.modules)
+        return bool(self.config.get("normalize_embeddings")) or has_module
+
+    @property
+    def objective_details(self) -> str:
+        """The temperature and masking rate of the objective, as a phrase (empty when not recorded)."""
+        config, details = self.config, ""
+        if _is_number(config.get("contrastive_temperature")) and config.get("contrastive_weight"):
+            details += f" (InfoNCE temperature {config['contrastive_temperature']:g})"
+        if _is_number(config.get("mask_probability")) and (config.get("auto_mlm_weight") or config.get("mlm_weight")):
+            details += f", masking {config['mask_probability'] * 100:g}% of the tokens"
+        return details
+
+    @property
+    def max_seq_length(self) -> int | None:
+        length = (self.sentence_bert_config or {}).get("max_seq_length")
+        if length is None:
+            length = (self.tokenizer_config or {}).get("model_max_length")
+        return length if _is_number(length) and length < 1_000_000 else None
+
+    @property
+    def similarity_fn_name(self) -> str:
+        return (self.sentence_transformers_config or {}).get("similarity_fn_name") or "cosine"
+
+    @property
+    def backbone(self) -> str | None:
+        """The ``backbone`` setting of the training config (``scratch``, a Hub id or a folder), if recorded."""
+        backbone = ((self.training_config or {}).get("model") or {}).get("backbone")
+        return str(backbone) if backbone is not None else None
+
+    @property
+    def trained_from_scratch(self) -> bool:
+        return self.backbone == "scratch"
+
+    @property
+    def base_model(self) -> str | None:
+        """The Hub id the model was initialised from; None from scratch, from a local folder or when unknown."""
+        return self.backbone if is_hub_model_id(self.backbone) else None
+
+    @property
+    def objective(self) -> list[tuple[float, str]]:
+        """The weighted terms of the training loss, from the config, e.g. ``[(1.0, "CL"), (0.1, "Auto-MLM")]``."""
+        terms = [("contrastive_weight", "CL"), ("auto_mlm_weight", "Auto-MLM"), ("mlm_weight", "MLM")]
+        return [
+            (self.config[key], name) for key, name in terms if _is_number(self.config.get(key)) and self.config[key]
+        ]
+
+    # --- data ---------------------------------------------------------------------------------------------------
+    @property
+    def languages(self) -> list[str]:
+        """Language tags of the training data, as recorded (``zh-Hant`` stays ``zh-Hant``)."""
+        counts = (self.data_stats or {}).get("sentences_per_language")
+        if counts:
+            return list(counts)
+        return list(((self.training_config or {}).get("data") or {}).get("languages") or [])
+
+    @property
+    def datasets(self) -> list[str]:
+        """Hub ids of the training data sources (local files and package corpora have none)."""
+        sources = (self.data_stats or {}).get("sources") or []
+        names = [source.get("hub_id") for source in sources if isinstance(source, dict)]
+        return list(dict.fromkeys(name for name in names if name))
+
+    @property
+    def total_sentences(self) -> int | None:
+        stats = self.data_stats or {}
+        if _is_number(stats.get("total_sentences")):
+            return stats["total_sentences"]
+        counts = stats.get("sentences_per_language")
+        return sum(counts.values()) if counts else None
+
+    # --- metadata -----------------------------------------------------------------------------------------------
+    @property
+    def tags(self) -> list[str]:
+        tags = ["sentence-transformers", "sentence-similarity", "feature-extraction", "automlm"]
+        if len(hub_language_codes(self.languages)) > 1:
+            tags.append("multilingual")
+        if self.is_custom_code:
+            tags.append("custom_code")
+        return tags
+
+    def own_eval_results(self) -> list[dict[str, Any]]:
+        """The entries of ``eval_results.json`` that evaluate this model (not a baseline evaluated beside it).
+
+        An entry is this model's when its ``model`` field names this folder (any path that resolves to it, relative
+        to the working directory or to the folder), the folder's name, `model_id` or `model_name`; when the file
+        evaluates a single model, every entry is. Others are shown only in the comparison tables.
+        """
+        names = {entry.get("model") for entry in self.eval_results}
+        if len(names) <= 1:
+            return list(self.eval_results)
+        aliases = {self.folder.resolve().name, self.model_id, self.model_name, str(self.folder)}
+
+        def is_own(model: Any) -> bool:
+            if not isinstance(model, str):
+                return False
+            if model in aliases:
+                return True
+            for base in (Path.cwd(), self.folder):
+                candidate = (base / model).expanduser()
+                if candidate.exists() and candidate.resolve() == self.folder.resolve():
+                    return True
+            return False
+
+        own = [entry for entry in self.eval_results if is_own(entry.get("model"))]
+        if not own:
+            logger.warning(
+                "eval_results.json evaluates %s, none of which is this folder (%s): the card shows them as a "
+                "comparison and its metadata carries no evaluation results.",
+                sorted(str(name) for name in names),
+                self.folder,
+            )
+        return own
+
+    def model_index_results(self) -> list[EvalResult]:
+        """One `EvalResult` per (task, language, metric) of this model, plus the macro averages; counts excluded."""
+        results = []
+        for entry in self.own_eval_results():
+            dataset = str(entry.get("dataset") or "unknown")
+            task_name = f"Retrieval ({task_label(entry)})"
+            rows = [(language, metrics) for language, metrics in (entry.get("per_language") or {}).items()]
+            rows.append((None, entry.get("macro") or {}))
+            for language, metrics in rows:
+                for key, value in metrics.items():
+                    if key in _COUNT_COLUMNS or not _is_number(value) or not math.isfinite(value):
+                        continue
+                    results.append(
+                        EvalResult(
+                            task_type=EVAL_TASK_TYPE,
+                            task_name=task_name,
+                            dataset_type=dataset,
+                            dataset_name=dataset,
+                            dataset_config=language,
+                            dataset_split=entry.get("split"),
+                            metric_type=key,
+                            metric_value=value,
+                            metric_name=metric_display_name(key) + (" (macro average)" if language is None else ""),
+                        )
+                    )
+        return results
+
+    def to_card_data(self) -> ModelCardData:
+        """The YAML metadata of the card."""
+        eval_results = self.model_index_results()
+        return ModelCardData(
+            language=hub_language_codes(self.languages) or None,
+            license=self.license,
+            library_name="sentence-transformers",
+            pipeline_tag="sentence-similarity",
+            tags=self.tags,
+            base_model=self.base_model,
+            datasets=self.datasets or None,
+            model_name=self.model_name if eval_results else None,
+            eval_results=eval_results or None,
+        )
+
+    # --- body tables ----------------------------------------------------------------------------------------------
+    def evaluation_tables(self) -> list[dict[str, Any]]:
+        """Per-language tables of this model's results (or of every result, when none is identified as its own)."""
+        entries = self.own_eval_results() or self.eval_results
+        show_model = len({entry.get("model") for entry in entries}) > 1
+        tables = []
+        for entry in entries:
+            per_language = entry.get("per_language") or {}
+            macro = entry.get("macro") or {}
+            keys = list(dict.fromkeys(key for metrics in [*per_language.values(), macro] for key in metrics))
+            keys = [key for key in keys if key not in _COUNT_COLUMNS] + [key for key in keys if key in _COUNT_COLUMNS]
+            rows = [[language] + [format_metric(m.get(key)) for key in keys] for language, m in per_language.items()]
+            if macro:
+                rows.append(["**macro**"] + [f"**{format_metric(macro[k])}**" if k in macro else "" for k in keys])
+            title = f"Retrieval on {entry.get('dataset') or 'unknown data'}: {task_label(entry)}"
+            if show_model:
+                title += f" ({entry.get('model')})"
+            header = ["Language"] + [metric_display_name(key) for key in keys]
+            tables.append(
+                {
+                    "title": title,
+                    "max_seq_length": entry.get("max_seq_length"),
+                    "table": markdown_table(header, rows),
+                }
+            )
+        return tables
+
+    def comparison_tables(self) -> list[dict[str, Any]]:
+        """Macro averages of every model evaluated on the same data and task, when the file holds several."""
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for entry in self.eval_results:
+            groups.setdefault((str(entry.get("dataset")), task_label(entry)), []).append(entry)
+        own = [id(entry) for entry in self.own_eval_results()]
+        tables = []
+        for (dataset, task), entries in groups.items():
+            if len({entry.get("model") for entry in entries}) < 2:
+                continue
+            keys = list(dict.fromkeys(k for e in entries for k in (e.get("macro") or {}) if k not in _COUNT_COLUMNS))
+            rows = []
+            for entry in entries:
+                name = str(entry.get("model"))
+                name = f"**{name} (this model)**" if id(entry) in own else name
+                rows.append([name] + [format_metric((entry.get("macro") or {}).get(key)) for key in keys])
+            header = ["Model"] + [metric_display_name(key) for key in keys]
+            tables.append(
+                {
+                    "title": f"retrieval on {dataset}: {task}, macro average over languages",
+                    "table": markdown_table(header, rows),
+                }
+            )
+        return tables
+
+    def data_table(self) -> str | None:
+        """Sentences per language, from ``data_stats.json``."""
+        counts = (self.data_stats or {}).get("sentences_per_language") or {}
+        rows = [[str(language), format_metric(count)] for language, count in counts.items()]
+        return markdown_table(["Language", "Sentences"], rows) if rows else None
+
+    def hyperparameter_tables(self) -> list[dict[str, Any]]:
+        """One table per section of ``training_config.json`` (and one for top-level keys that are not sections)."""
+        settings = self.training_config or {}
+        loose = {key: value for key, value in settings.items() if not isinstance(value, dict)}
+        sections = [(key, value) for key, value in settings.items() if isinstance(value, dict)]
+        if loose:
+            sections.insert(0, ("settings", loose))
+        return [
+            {
+                "title": title,
+                "table": markdown_table(
+                    ["Setting", "Value"],
+                    [[f"`{key}`", format_value(value)] for key, value in section.items()],
+                    numeric=False,
+                ),
+            }
+            for title, section in sections
+        ]
+
+    def objective_table(self) -> str | None:
+        """The Auto-MLM fields of ``config.json`` (None for a plain export)."""
+        if not self.is_automlm:
+            return None
+        keys = (
+            "pooling", "normalize_embeddings", "contrastive_weight", "contrastive_temperature", "auto_mlm_weight",
+            "mlm_weight", "mask_probability", "masking_scheme", "mask_replacement", "head_fusion", "head_input",
+            "head_num_layers",
+        )  # fmt: skip
+        rows = [[f"`{key}`", format_value(self.config[key])] for key in keys if key in self.config]
+        return markdown_table(["Setting", "Value"], rows, numeric=False) if rows else None
+
+    def training_table(self) -> str | None:
+        """Hardware, time, throughput and final losses from ``training_metrics.json``."""
+        metrics = self.training_metrics or {}
+        rows = []
+        if metrics.get("hardware"):
+            processes = metrics.get("num_processes")
+            plural = "es" if processes != 1 else ""
+            hardware = str(metrics["hardware"]) + (f", {processes} process{plural}" if _is_number(processes) else "")
+            rows.append(["Hardware", hardware])
+        if _is_number(metrics.get("wall_time_s")):
+            rows.append(["Wall time", format_duration(metrics["wall_time_s"])])
+        for key, label in (("steps", "Optimizer steps"), ("sentences_seen", "Sentences seen")):
+            if _is_number(metrics.get(key)):
+                rows.append([label, format_metric(metrics[key])])
+        if _is_number(metrics.get("throughput_sentences_per_s")):
+            rows.append(["Throughput", f"{metrics['throughput_sentences_per_s']:.1f} sentences/s"])
+        for key, value in (metrics.get("final") or {}).items():
+            if _is_number(value):
+                rows.append([f"Final `{key}`", format_metric(value)])
+        rows = [[label, value.replace("|", "\\|")] for label, value in rows]
+        return markdown_table(["Measure", "Value"], rows, numeric=False) if rows else None
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return [entry for entry in (self.training_metrics or {}).get("history") or [] if isinstance(entry, dict)]
+
+    def framework_versions(self) -> tuple[dict[str, str], bool]:
+        """Library versions recorded in the export; the installed ones when it records none.
+
+        Returns:
+            ``(versions, recorded)``: `recorded` is False when the versions are the installed ones.
+        """
+        versions = {}
+        recorded = (self.sentence_transformers_config or {}).get("__version__") or {}
+        for key, name in (("sentence_transformers", "Sentence Transformers"), ("transformers", "Transformers")):
+            if recorded.get(key):
+                versions[name] = str(recorded[key])
+        if "Transformers" not in versions and self.config.get("transformers_version"):
+            versions["Transformers"] = str(self.config["transformers_version"])
+        if recorded.get("pytorch"):
+            versions["PyTorch"] = str(recorded["pytorch"])
+        if versions:
+            return versions, True
+        for package, name in (("sentence-transformers", "Sentence Transformers"), ("transformers", "Transformers")):
+            try:
+                versions[name] = importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return versions, False
+
+    def parameters_summary(self) -> str | None:
+        if not self.parameter_counts:
+            return None
+        total = sum(self.parameter_counts.values())
+        encoder = self.parameter_counts.get("automlm")
+        if encoder is None or encoder == total:
+            return f"{total:,}"
+        return (
+            f"{encoder:,} in the sentence encoder, {total - encoder:,} in the pretraining heads (unused at inference)"
+        )
+
+    def limitations(self) -> list[str]:
+        """Limitations that follow from what the files record."""
+        notes = []
+        total = self.total_sentences
+        if self.trained_from_scratch:
+            size = f" on {total:,} sentences" if total is not None else ""
+            small = total is not None and total < SMALL_CORPUS_SENTENCES
+            notes.append(
+                f"This model was trained from scratch{size}"
+                + (", a small corpus" if small else "")
+                + ": it is a demonstration of the method and of this package, not a production retriever. For real "
+                "use, start from a pretrained multilingual encoder (e.g. `--backbone xlm-roberta-base`) and train on "
+                "in-domain text."
+            )
+        if self.languages:
+            notes.append(
+                f"It saw only the {len(self.languages)} language(s) listed above; quality on other languages and "
+                "on scripts missing from the tokenizer's vocabulary is unknown."
+            )
+        if not self.eval_results:
+            notes.append("No evaluation results were recorded for this export: measure it on your own data first.")
+        if self.max_seq_length:
+            notes.append(f"Inputs longer than {self.max_seq_length} tokens are truncated.")
+        notes.append(
+            "The training objective is self-supervised: sentences close in the embedding space share words and "
+            "content, which is not always the relevance a retrieval task needs. Evaluate on your own queries."
+        )
+        return notes
+
+    def template_kwargs(self, *, curves_file: str | None) -> dict[str, Any]:
+        """The values the Jinja template reads besides the metadata."""
+        versions, versions_recorded = self.framework_versions()
+        stats = self.data_stats or {}
+        return {
+            "data": self,
+            "model_id": self.model_id,
+            "model_name": self.model_name,
+            "license": self.license,
+            "base_model": self.base_model,
+            "plain_repo_id": self.plain_repo_id,
+            "code_files": code_files(self.folder, self.config) if self.is_custom_code else [],
+            "dimension": self.embedding_dimension,
+            "pooling": self.pooling,
+            "normalized": self.normalized,
+            "objective_details": self.objective_details,
+            "max_seq_length": self.max_seq_length,
+            "similarity_fn_name": self.similarity_fn_name,
+            "encoder_type": self.encoder_config.get("model_type"),
+            "num_layers": self.encoder_config.get("num_hidden_layers") or self.encoder_config.get("n_layers"),
+            "vocab_size": self.encoder_config.get("vocab_size"),
+            "parameters": self.parameters_summary(),
+            "objective": " + ".join(f"{weight:g} * {name}" for weight, name in self.objective),
+            "objective_table": self.objective_table(),
+            "languages": self.languages,
+            "data_table": self.data_table(),
+            "total_sentences": self.total_sentences,
+            "skipped_blank_lines": stats.get("skipped_blank_lines"),
+            "duplicates_removed": stats.get("duplicates_removed"),
+            # Every key the template reads, so that a source recorded without a url or licence still renders.
+            "sources": [
+                {"url": None, "license": None, **source}
+                for source in stats.get("sources") or []
+                if isinstance(source, dict) and source.get("name")
+            ],
+            "hyperparameter_tables": self.hyperparameter_tables(),
+            "training_table": self.training_table(),
+            "curves_file": curves_file,
+            "evaluation_tables": self.evaluation_tables(),
+            "comparison_tables": self.comparison_tables(),
+            "framework_versions": versions,
+            "versions_recorded": versions_recorded,
+            "limitations": self.limitations(),
+            "citation": CITATION,
+            "paper_title": PAPER_TITLE,
+            "paper_url": PAPER_URL,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training curves
+# ----------------------------------------------------------------------------------------------------------------
+def _curve_panel(key: str) -> str:
+    if key.endswith("loss"):
+        return "Loss"
+    if key in ("learning_rate", "lr"):
+        return "Learning rate"
+    if key in ("alignment", "uniformity"):
+        return "Alignment and uniformity"
+    if key.startswith(("dev_", "eval_")):
+        return "Dev evaluation"
+    return "Other"
+
+
+def plot_training_curves(history: list[dict[str, Any]], path: str | Path) -> Path | None:
+    """Plot every numeric series of the training history against the step, one panel per kind of quantity.
+
+    Entries may lack keys or hold None (a series is drawn where it has values). Needs matplotlib; without it, or
+    without any series, nothing is written.
+
+    Args:
+        history: ``training_metrics.json``'s ``history``: dicts with a ``step`` and values.
+        path: the PNG to write.
+
+    Returns:
+        The path written, or None.
+    """
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for entry in history:
+        step = entry.get("step")
+        if not _is_number(step):
+            continue
+        for key, value in entry.items():
+            if key != "step" and _is_number(value) and math.isfinite(value):
+                xs, ys = series.setdefault(key, ([], []))
+                xs.append(step)
+                ys.append(value)
+    if not series:
+        return None
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+    except ImportError:
+        logger.warning("matplotlib is not installed: the card has no training curves (pip install matplotlib).")
+        return None
+    panels: dict[str, list[str]] = {}
+    for key in series:
+        panels.setdefault(_curve_panel(key), []).append(key)
+    columns = min(2, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(5.5 * columns, 3.6 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False).flatten()
+    for axes in grid[len(panels) :]:
+        axes.set_visible(False)
+    for axes, (title, keys) in zip(grid, panels.items()):
+        for key in keys:
+            xs, ys = series[key]
+            axes.plot(xs, ys, marker="o" if len(xs) < 20 else None, markersize=3, label=key)
+        axes.set_title(title)
+        axes.set_xlabel("step")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+        if title == "Learning rate":
+            axes.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    path = Path(path)
+    figure.savefig(path, dpi=100, metadata={"Software": None})
+    logger.info("Wrote the training curves to %s", path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------------------------
+def render_model_card(data: AutoMLMModelCardData, *, curves_file: str | None = None) -> ModelCard:
+    """Render the card of `data` from the packaged Jinja template.
+
+    Args:
+        data: the card data.
+        curves_file: name of the training-curves PNG next to the card, or None to show no image.
+
+    Returns:
+        The `huggingface_hub.ModelCard` (its ``content`` is the README text).
+    """
+    template = resources.files("model_card").joinpath("templates", TEMPLATE_NAME).read_text(encoding="utf-8")
+    # `ModelCard.from_template` renders with a bare `jinja2.Template`; trimmed blocks keep the template readable and
+    # StrictUndefined turns a misspelt variable into an error instead of an empty string.
+    environment = jinja2.Environment(
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined
+    )
+    card_data = data.to_card_data()
+    text = environment.from_string(template).render(
+        card_data=card_data.to_yaml(), **data.template_kwargs(curves_file=curves_file)
+    )
+    return ModelCard(text)
+
+
+def generate_model_card(
+    folder: str | Path,
+    *,
+    plain_repo_id: str | None = None,
+    write: bool = True,
+    model_id: str | None = None,
+    model_name: str | None = None,
+    license: str = DEFAULT_LICENSE,
+) -> str:
+    """Generate the ``README.md`` of an export folder (and its training-curves PNG).
+
+    Reads only the folder's files, so it works on a fresh export, on an old folder (``automlm-card DIR``) and on a
+    folder written by hand; sections without data are left out.
+
+    Args:
+        folder: the export folder.
+        plain_repo_id: Hub id or path of the plain export (stock architecture, no custom code), shown in the usage.
+        write: write ``README.md`` and ``training_curves.png`` into the folder; False only returns the text.
+        model_id: the id the usage examples load (``ORG/NAME``); defaults to the folder's name.
+        model_name: the card's title; defaults to `model_id`.
+        license: license identifier for the metadata.
+
+    Returns:
+        The card's text (YAML metadata and Markdown).
+    """
+    data = AutoMLMModelCardData.from_folder(
+        folder, model_id=model_id, model_name=model_name, license=license, plain_repo_id=plain_repo_id
+    )
+    curves_file = None
+    if data.history:
+        if write:
+            written = plot_training_curves(data.history, data.folder / CURVES_FILE)
+            curves_file = written.name if written else None
+        elif (data.folder / CURVES_FILE).is_file():
+            curves_file = CURVES_FILE
+    card = render_model_card(data, curves_file=curves_file)
+    if write:
+        card.save(data.folder / README_FILE)
+        logger.info("Wrote the model card to %s", data.folder / README_FILE)
+    return card.content

@@ -226,19 +226,19 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, PretrainingArguments]:
-    """Parse `[--config FILE] [--field value ...]`: the file's values, overridden by the command line."""
+    """Parse `[--config FILE ...] [--field value ...]`: the files' values in order (a later file overrides an earlier
+    one, e.g. a protocol file then a variant file), overridden by the command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(ARGUMENT_CLASSES, description="Self-supervised Auto-MLM pretraining.")
-    parser.add_argument("--config", type=str, default=None, help="YAML or JSON settings file.")
-    config_path = None
-    if "--config" in argv:
+    parser.add_argument("--config", type=str, action="append", help="YAML or JSON settings file (repeatable).")
+    settings: dict[str, Any] = {}
+    while "--config" in argv:
         index = argv.index("--config")
-        if index + 1 >= len(argv):
+        if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
             raise ValueError("--config needs a file path.")
-        config_path = argv[index + 1]
+        settings.update(load_settings_file(argv[index + 1]))
         del argv[index : index + 2]
-    if config_path is not None:
-        parser.set_defaults(**load_settings_file(config_path))
+    parser.set_defaults(**settings)
     # The namespace of `--config` comes back as a fourth item.
     model_args, data_args, training_args, *_ = parser.parse_args_into_dataclasses(args=argv)
     return model_args, data_args, training_args

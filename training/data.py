@@ -24,15 +24,6 @@ TEXT_SUFFIXES = (".txt",)
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 UNKNOWN_LANGUAGE = "und"
 
-# chatterbot-corpus folder names -> ISO 639-1 codes (BCP 47 where no two-letter code exists).
-CHATTERBOT_LANGUAGES = {
-    "bengali": "bn", "chinese": "zh", "dutch": "nl", "english": "en", "french": "fr", "german": "de",
-    "hebrew": "he", "hindi": "hi", "hinglish": "hi-Latn", "indonesian": "id", "italian": "it", "japanese": "ja",
-    "korean": "ko", "marathi": "mr", "oriya": "or", "persian": "fa", "portuguese": "pt", "russian": "ru",
-    "spanish": "es", "swedish": "sv", "tamil": "ta", "telugu": "te", "thai": "th", "traditionalchinese": "zh-Hant",
-    "turkish": "tr", "ukrainian": "uk", "urdu": "ur", "yoruba": "yo",
-}  # fmt: skip
-
 
 @dataclass
 class Corpus:
@@ -69,39 +60,14 @@ class Corpus:
 # ----------------------------------------------------------------------------------------------------------------
 # Readers
 # ----------------------------------------------------------------------------------------------------------------
-def chatterbot_conversations(data_dir: str | Path | None = None) -> Iterator[tuple[str, list[str]]]:
-    """Yield `(language code, conversation turns)` from the `chatterbot-corpus` package (BSD-3-Clause).
-
-    Turns that are not plain strings (a few files hold numbers or nested lists) are converted or skipped.
-    """
-    import yaml
-
-    if data_dir is None:
-        try:
-            import chatterbot_corpus
-        except ImportError as error:
-            raise ValueError(
-                f"The embedded corpus needs the `chatterbot-corpus` package: pip install 'automlm[demo]' "
-                f"(or chatterbot-corpus==1.3.3), or pass your own --train_files. ({error})"
-            ) from error
-        data_dir = Path(chatterbot_corpus.__file__).parent / "data"
-    for folder in sorted(Path(data_dir).iterdir()):
-        if not folder.is_dir() or folder.name not in CHATTERBOT_LANGUAGES:
-            continue
-        for path in sorted(folder.glob("*.yml")):
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            for conversation in document.get("conversations") or []:
-                if not isinstance(conversation, list):
-                    continue
-                turns = [str(turn).strip() for turn in conversation if isinstance(turn, (str, int, float))]
-                yield CHATTERBOT_LANGUAGES[folder.name], [turn for turn in turns if turn]
-
-
 def read_embedded_corpus(corpus: Corpus) -> None:
-    """Every utterance of `chatterbot-corpus`, with its language."""
-    for language, turns in chatterbot_conversations():
-        for turn in turns:
-            corpus.add(turn, language)
+    """Every utterance of the `chatterbot-corpus` package (BSD-3-Clause), with its language code."""
+    from .benchmark_data import CHATTERBOT_LANGUAGE_CODES, chatterbot_data_dir, read_chatterbot_language
+
+    for folder in sorted(path for path in chatterbot_data_dir().iterdir() if path.is_dir()):
+        language = CHATTERBOT_LANGUAGE_CODES.get(folder.name, folder.name)
+        for utterance in read_chatterbot_language(folder).utterances:
+            corpus.add(utterance, language)
     corpus.sources.append(
         {
             "name": "chatterbot-corpus",

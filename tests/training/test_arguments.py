@@ -69,3 +69,10 @@ def test_the_default_config_file_is_the_embedded_default():
 
     default_file = Path(__file__).parents[2] / "configs" / "default.yaml"
     assert parse_args([]) == parse_args(["--config", str(default_file)])
+
+
+def test_several_config_files_apply_in_order(tmp_path):
+    (tmp_path / "protocol.yaml").write_text("model:\n  hidden_size: 128\n  auto_mlm_weight: 0.1\n")
+    (tmp_path / "variant.yaml").write_text("model:\n  auto_mlm_weight: 0.0\n  mlm_weight: 0.1\n")
+    model, _, _ = parse_args(["--config", str(tmp_path / "protocol.yaml"), "--config", str(tmp_path / "variant.yaml")])
+    assert (model.hidden_size, model.auto_mlm_weight, model.mlm_weight) == (128, 0.0, 0.1)

@@ -8,9 +8,9 @@ from training.data import (
     AutoMLMCollator,
     Corpus,
     balance_languages,
-    chatterbot_conversations,
     language_sampling_probabilities,
     load_corpus,
+    read_embedded_corpus,
 )
 
 
@@ -81,8 +81,11 @@ def test_language_sampling_follows_xlmr_formula():
 
 
 def test_embedded_corpus_has_many_languages():
-    languages = {language for language, _ in chatterbot_conversations()}
-    assert len(languages) >= 20 and {"en", "de", "zh", "ja"} <= languages
+    corpus = Corpus()
+    read_embedded_corpus(corpus)
+    counts = corpus.counts()
+    assert len(counts) >= 20 and {"en", "de", "zh-Hans", "ja"} <= set(counts)
+    assert corpus.sources[0]["license"] == "BSD-3-Clause"
 
 
 def test_collator_pads_truncates_and_gives_word_ids(tokenizer):

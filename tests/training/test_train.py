@@ -1,6 +1,7 @@
 """The accelerate loop end to end: export, resume after a kill, checkpoint safety, two processes."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -160,3 +161,37 @@ def test_dev_evaluation_tracks_the_best_step_and_exports_it(corpus_file, tmp_pat
     assert "checkpoint-6" in checkpoints and f"checkpoint-{best['step']}" in checkpoints  # the best is kept
     card = (tmp_path / "out" / "final" / "README.md").read_text()
     assert "automlm" in card
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--gradient_checkpointing", "--gradient_accumulation_steps", "2"],
+        ["--mixed_precision", "bf16", "--lr_scheduler_type", "cosine"],
+        ["--masking_scheme", "whole_word", "--mlm_weight", "0.1", "--head_fusion", "concat"],
+    ],
+)
+def test_loop_options(corpus_file, tmp_path, options):
+    summary = train(*parse_args(run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "0",
+                                         *options)))  # fmt: skip
+    assert summary["steps"] == 4 and summary["nonfinite_steps"] == 0
+    assert all(math.isfinite(record["loss"]) for record in summary["history"])
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(corpus_file, tmp_path, monkeypatch):
+    from modeling_automlm import AutoMLMForPreTraining
+
+    original = AutoMLMForPreTraining.forward
+
+    def poisoned(self, *args, **kwargs):
+        output = original(self, *args, **kwargs)
+        output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(AutoMLMForPreTraining, "forward", poisoned)
+    argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "10", "--save_steps", "0",
+                    "--max_nonfinite_steps", "2")  # fmt: skip
+    with pytest.raises(RuntimeError, match="3 steps had a non-finite loss"):
+        train(*parse_args(argv))
+    assert not (tmp_path / "out" / "final").exists()

@@ -238,8 +238,14 @@ class AutoMLMHeadLayer(nn.Module):
         self.output_LayerNorm = nn.LayerNorm(hidden, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`x`: `(batch, seq_len, hidden)`; `attention_mask`: `(batch, seq_len)`, 1 for real positions."""
+    def forward(
+        self, x: torch.Tensor, attention_mask: torch.Tensor, output_positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`x`: `(batch, seq_len, hidden)`; `attention_mask`: `(batch, seq_len)`, 1 for real positions.
+
+        With `output_positions` (`(batch, seq_len)` booleans) the output is computed at those positions only, as
+        `(num_kept, hidden)` in row-major order; every position still serves as key and value.
+        """
         batch, seq_len, hidden = x.shape
         qkv = self.qkv(x).view(batch, seq_len, 3, self.num_heads, hidden // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, seq_len, head_dim)
@@ -248,6 +254,8 @@ class AutoMLMHeadLayer(nn.Module):
             query, key, value, attn_mask=keep, dropout_p=self.dropout_p if self.training else 0.0
         )
         attended = attended.transpose(1, 2).reshape(batch, seq_len, hidden)
+        if output_positions is not None:
+            x, attended = x[output_positions], attended[output_positions]  # (num_kept, hidden)
         x = self.attention_LayerNorm(x + self.dropout(self.attention_output(attended)))
         return self.output_LayerNorm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
 
@@ -315,17 +323,20 @@ class AutoMLMHead(nn.Module):
             return masked_lm_loss(self.predictor, states, labels[rows, cols], embedding_weight)
 
         tokens = token_states + positions  # (batch, seq_len, hidden)
+        output_positions = selected
         if self.fusion == "prepend":
             states = torch.cat([sentence[:, None], tokens], dim=1)  # (batch, 1 + seq_len, hidden)
             attention_mask = torch.cat([attention_mask.new_ones(batch, 1), attention_mask], dim=1)
+            output_positions = torch.cat([selected.new_zeros(batch, 1), selected], dim=1)  # (batch, 1 + seq_len)
         else:
             states = self._combine(tokens, sentence[:, None])
         states = self.dropout(self.LayerNorm(states))
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             states = layer(states, attention_mask)
-        if self.fusion == "prepend":
-            states = states[:, 1:]
-        return masked_lm_loss(self.predictor, states, labels, embedding_weight)
+        # Only the masked positions reach the logits: the last layer computes its output there alone, which skips
+        # its output projection and feed-forward at every other position.
+        states = self.layers[-1](states, attention_mask, output_positions)  # (num_selected, hidden)
+        return masked_lm_loss(self.predictor, states, labels[selected], embedding_weight)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -186,6 +186,10 @@ class PretrainingArguments:
         _require(self.max_nonfinite_steps >= 0, "`max_nonfinite_steps` must be >= 0.")
         if self.gradient_cache_chunk_size is not None:
             _require(self.gradient_cache_chunk_size >= 1, "`gradient_cache_chunk_size` must be >= 1.")
+            _require(
+                self.mixed_precision != "fp16",
+                "`gradient_cache_chunk_size` does not support fp16 loss scaling: use --mixed_precision bf16 or no.",
+            )
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, PretrainingArguments)

@@ -43,6 +43,7 @@ from .data import (
     load_corpus,
 )
 from .export import export_plain, export_sentence_transformers
+from .gradcache import grad_cache_step
 from .health import alignment, uniformity
 from .tokenization import train_wordpiece_tokenizer
 
@@ -394,12 +395,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         for batch in batches:
             micro_batches_done += 1
             with accelerator.accumulate(model):
-                outputs = model(**batch)
+                if args.gradient_cache_chunk_size:
+                    # Full-batch contrastive loss with the activations of one chunk at a time; backward included.
+                    outputs = grad_cache_step(model, batch, args.gradient_cache_chunk_size)
+                else:
+                    outputs = model(**batch)
                 loss = outputs.loss
                 finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item() == 1.0
-                if finite:
+                if finite and not args.gradient_cache_chunk_size:
                     accelerator.backward(loss)
-                else:
+                elif not finite:
                     step_had_nonfinite = True
                 if accelerator.sync_gradients:
                     if step_had_nonfinite:

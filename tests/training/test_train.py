@@ -170,6 +170,7 @@ def test_dev_evaluation_tracks_the_best_step_and_exports_it(corpus_file, tmp_pat
         ["--gradient_checkpointing", "--gradient_accumulation_steps", "2"],
         ["--mixed_precision", "bf16", "--lr_scheduler_type", "cosine"],
         ["--masking_scheme", "whole_word", "--mlm_weight", "0.1", "--head_fusion", "concat"],
+        ["--gradient_cache_chunk_size", "3"],
     ],
 )
 def test_loop_options(corpus_file, tmp_path, options):

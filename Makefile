@@ -1,4 +1,4 @@
-.PHONY: help install style check test test-fast demo bench
+.PHONY: help install style check test test-fast demo bench data compare
 
 PYTHON ?= python
 export OMP_NUM_THREADS ?= 1
@@ -31,3 +31,10 @@ demo:  ## Train the embedded default model (chatterbot-corpus, CPU, < 10 min)
 bench:  ## Speed benchmarks (print ratios)
 	$(PYTHON) benchmarks/train_step.py
 	$(PYTHON) benchmarks/encode.py
+
+data:  ## Build the retrieval benchmarks under data/ (chatterbot-corpus; Debian Reference via apt-get download)
+	$(PYTHON) -m training.benchmark_data chatterbot --output data/chatterbot-qa
+	$(PYTHON) -m training.benchmark_data debian-reference --output data/debian-reference
+
+compare: data  ## Train and evaluate every ablation variant over 3 seeds (about an hour on 2 cores)
+	$(PYTHON) scripts/run_comparison.py --workers 2

@@ -103,7 +103,7 @@ class DataArguments:
     language_column: str | None = field(
         default=None, metadata={"help": "Column holding a language code; default: the file name (e.g. de.txt)."}
     )
-    max_seq_length: int = field(default=64, metadata={"help": "Longer sentences are truncated to this many tokens."})
+    max_seq_length: int = field(default=32, metadata={"help": "Longer sentences are truncated to this many tokens."})
     language_sampling_alpha: float = field(
         default=1.0,
         metadata={"help": "Language-balanced sampling p_l ~ n_l^alpha (XLM-R uses 0.3); 1.0 keeps the corpus as is."},
@@ -133,14 +133,14 @@ class PretrainingArguments:
 
     output_dir: str = field(default="outputs/automlm-default", metadata={"help": "Where everything is written."})
     seed: int = field(default=42, metadata={"help": "Random seed (data order, masks, dropout, init)."})
-    max_steps: int = field(default=500, metadata={"help": "Optimizer steps; 0 means use `num_train_epochs`."})
+    max_steps: int = field(default=400, metadata={"help": "Optimizer steps; 0 means use `num_train_epochs`."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs, when `max_steps` is 0."})
     max_time_s: float | None = field(
         default=None, metadata={"help": "Stop cleanly (and export) after this many seconds of training."}
     )
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Sentences per device and micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate (AdamW)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})

@@ -1,0 +1,517 @@
+"""Training-step cost of the Auto-MLM objective against contrastive learning alone, measured in one run.
+
+Variants, all on the same encoder (shared weights) and the same batch:
+
+- ``cl``: contrastive learning alone (SimCSE; ``auto_mlm_weight=0``).
+- ``cl+mlm``: plus plain MLM on the encoder's states of the masked sentence, batched with the two CL views, logits
+  at masked positions only (``auto_mlm_weight=0, mlm_weight=w``).
+- ``cl+auto-mlm``: the method with the default config (the head reads token embeddings: no encoder pass of its own).
+- ``naive``: CL plus MLM the way SimCSE adds it: a separate encoder call over the masked sentence and vocabulary
+  logits at every position.
+
+``--ablations`` adds the same objective with a cheaper head or fewer masked positions (``auto-mlm:mask_p=0.05``:
+``mask_probability=0.05``), and the vocabulary logits alone.
+
+A step is zero_grad, forward, backward and an AdamW step. The variants run round-robin (the order rotating every
+round) and the medians are reported, so that a noisy machine slows every variant alike. Peak memory is measured in a
+fresh subprocess per variant (see ``--help`` of ``--memory``).
+
+Example:
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py --repeats 7
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py --vocab-size 250002 --repeats 5
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py --ablations --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, PreTrainedConfig, XLMRobertaConfig
+
+from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
+from modeling_automlm.masking import IGNORE_INDEX
+from modeling_automlm.modeling_automlm import AutoMLMPredictionHead, masked_lm_loss
+
+SHAPES: dict[str, dict[str, int]] = {
+    # The project's embedded default model.
+    "default": {"layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024, "vocab": 32000},
+    "xlmr-base": {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072, "vocab": 250002},
+}
+MAIN_VARIANTS = ("cl", "cl+mlm", "cl+auto-mlm", "naive")
+# Where the extra time of Auto-MLM goes: the same objective with cheaper heads, and the vocabulary logits alone.
+ABLATIONS: dict[str, dict[str, object]] = {
+    "auto-mlm:head_layers=0": {"head_num_layers": 0, "head_fusion": "add"},
+    "auto-mlm:mask_p=0.05": {"mask_probability": 0.05},
+    "auto-mlm:head_ffn=hidden": {"head_intermediate_size": -1},  # -1: replaced by the hidden size
+}
+LOGITS_ONLY = "vocab-logits-only"
+
+
+def add_shape_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--shape` and the overrides of its fields (read back with `shape_of`)."""
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="default", help="encoder shape")
+    parser.add_argument("--layers", type=int, help="override the shape's number of layers")
+    parser.add_argument("--hidden", type=int, help="override the shape's hidden size")
+    parser.add_argument("--heads", type=int, help="override the shape's attention heads")
+    parser.add_argument("--intermediate", type=int, help="override the shape's feed-forward size")
+    parser.add_argument("--vocab-size", type=int, help="override the shape's vocabulary size")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_shape_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--mlm-weight", type=float, default=0.1, help="weight of the MLM term (cl+mlm, naive)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (each runs every variant once)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (for GPUs; slow on AVX2 CPUs)")
+    parser.add_argument("--variants", nargs="+", default=list(MAIN_VARIANTS), help=f"among {MAIN_VARIANTS}")
+    parser.add_argument("--ablations", action="store_true", help=f"also time {[*ABLATIONS, LOGITS_ONLY]}")
+    parser.add_argument(
+        "--memory",
+        choices=["rss", "none"],
+        default="rss",
+        help="CPU: peak resident memory of one step, in a fresh subprocess per variant (VmHWM after resetting it "
+        "through /proc/self/clear_refs), over the resident memory just before the step, with parameters, "
+        "gradients and AdamW state already allocated. CUDA: torch.cuda.max_memory_allocated, in this process.",
+    )
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of cl+auto-mlm")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: one variant, print its memory
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Models and batches
+# ------------------------------------------------------------------------------------------------------------------
+def shape_of(args: argparse.Namespace) -> dict[str, int]:
+    shape = dict(SHAPES[args.shape])
+    for key, override in (
+        ("layers", args.layers),
+        ("hidden", args.hidden),
+        ("heads", args.heads),
+        ("intermediate", args.intermediate),
+        ("vocab", args.vocab_size),
+    ):
+        if override is not None:
+            shape[key] = override
+    return shape
+
+
+def encoder_config_of(args: argparse.Namespace) -> PreTrainedConfig:
+    """A BERT config for the default shape, an XLM-R config for the XLM-R shape (random weights, no download)."""
+    shape = shape_of(args)
+    common = {
+        "num_hidden_layers": shape["layers"],
+        "hidden_size": shape["hidden"],
+        "num_attention_heads": shape["heads"],
+        "intermediate_size": shape["intermediate"],
+        "vocab_size": shape["vocab"],
+    }
+    if args.shape == "xlmr-base":
+        return XLMRobertaConfig(max_position_embeddings=max(514, args.seq_len + 2), **common)
+    return BertConfig(max_position_embeddings=max(512, args.seq_len), pad_token_id=0, **common)
+
+
+def special_ids_of(encoder_config: PreTrainedConfig) -> tuple[int, list[int]]:
+    """`(mask_token_id, special_token_ids)`: BERT-style [PAD]=0, [CLS]=2, [SEP]=3, [MASK]=4; XLM-R's own layout."""
+    if encoder_config.model_type == "xlm-roberta":
+        return encoder_config.vocab_size - 1, [0, 1, 2]  # <mask> is the last id; <s>, <pad>, </s>
+    return 4, [0, 2, 3]
+
+
+def automlm_config(args: argparse.Namespace, **fields: object) -> AutoMLMConfig:
+    encoder_config = encoder_config_of(args)
+    mask_token_id, special_token_ids = special_ids_of(encoder_config)
+    if fields.get("head_intermediate_size") == -1:
+        fields["head_intermediate_size"] = encoder_config.hidden_size
+    return AutoMLMConfig(
+        encoder_config=encoder_config, mask_token_id=mask_token_id, special_token_ids=special_token_ids, **fields
+    )
+
+
+def make_batch(args: argparse.Namespace, device: torch.device) -> dict[str, torch.Tensor]:
+    """`batch_size` full-length sentences (no padding): a start token, random ids, an end token."""
+    encoder_config = encoder_config_of(args)
+    _, special = special_ids_of(encoder_config)
+    generator = torch.Generator().manual_seed(args.seed)
+    first_free = max(special) + 3  # above the special and mask ids of both layouts
+    ids = torch.randint(
+        first_free, encoder_config.vocab_size - 1, (args.batch_size, args.seq_len), generator=generator
+    )
+    if encoder_config.model_type == "xlm-roberta":
+        ids[:, 0], ids[:, -1] = 0, 2
+    else:
+        ids[:, 0], ids[:, -1] = 2, 3
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+
+
+@dataclass
+class Variant:
+    """A named training objective: `loss(batch)` runs its forward pass."""
+
+    name: str
+    model: AutoMLMForPreTraining
+    loss: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def naive_mlm_loss(
+    model: AutoMLMForPreTraining, head: AutoMLMPredictionHead, batch: dict[str, torch.Tensor], mlm_weight: float
+) -> torch.Tensor:
+    """CL + MLM as SimCSE adds it: a separate encoder call over the masked sentence, logits at every position."""
+    cl = model(**batch).loss  # the two dropout views, batched
+    masked, labels = model.mask(batch["input_ids"], batch["attention_mask"])
+    states = model.automlm(input_ids=masked, attention_mask=batch["attention_mask"]).last_hidden_state
+    logits = head(states, model.get_input_embeddings().weight)  # (batch, seq_len, vocab_size)
+    mlm = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    return cl + mlm_weight * mlm
+
+
+def logits_only_loss(model: AutoMLMForPreTraining, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Only the Auto-MLM head's vocabulary logits (and their backward) at the masked positions of `batch`.
+
+    The embedding matrix enters as a copy outside the optimizer: its gradient is computed as in the real step, but
+    its AdamW update, which every variant does anyway, is left out.
+    """
+    head = model.auto_mlm_head
+    _, labels = model.mask(batch["input_ids"], batch["attention_mask"])
+    selected = labels != IGNORE_INDEX
+    states = torch.randn(int(selected.sum()), model.config.hidden_size, device=labels.device, requires_grad=True)
+    weight = model.get_input_embeddings().weight.detach().requires_grad_()
+    loss, _ = masked_lm_loss(head.predictor, states, labels[selected], weight)
+    return loss
+
+
+def build_variants(args: argparse.Namespace, names: list[str], device: torch.device) -> dict[str, Variant]:
+    """One model per variant, all sharing the first one's encoder (so that only the objectives differ)."""
+    torch.manual_seed(args.seed)
+    shared = None
+    variants: dict[str, Variant] = {}
+    for name in names:
+        if name in ("cl", "naive"):
+            fields: dict[str, object] = {"auto_mlm_weight": 0.0}
+        elif name == "cl+mlm":
+            fields = {"auto_mlm_weight": 0.0, "mlm_weight": args.mlm_weight}
+        elif name in ("cl+auto-mlm", LOGITS_ONLY):
+            fields = {}
+        elif name in ABLATIONS:
+            fields = dict(ABLATIONS[name])
+        else:
+            choices = [*MAIN_VARIANTS, *ABLATIONS, LOGITS_ONLY]
+            raise ValueError(f"Unknown variant {name!r}; choose among {choices}.")
+        with device:  # initialise on the device: much faster on a GPU for a 250k vocabulary
+            model = AutoMLMForPreTraining(automlm_config(args, **fields))
+        if shared is None:
+            shared = model.automlm
+        else:
+            model.automlm = shared
+        model.to(device).train()
+        if name == "naive":
+            head = AutoMLMPredictionHead(model.config).to(device)
+            model.add_module("naive_mlm_head", head)  # so that the optimizer and .to() see it
+
+            def loss(batch, model=model, head=head):
+                return naive_mlm_loss(model, head, batch, args.mlm_weight)
+
+        elif name == LOGITS_ONLY:
+
+            def loss(batch, model=model):
+                return logits_only_loss(model, batch)
+
+        else:
+
+            def loss(batch, model=model):
+                return model(**batch).loss
+
+        variants[name] = Variant(name, model, loss)
+    return variants
+
+
+def make_optimizer(variants: dict[str, Variant]) -> torch.optim.Optimizer:
+    """One AdamW over every parameter; a step updates only those with a gradient, i.e. the running variant's."""
+    parameters = {id(p): p for v in variants.values() for p in v.model.parameters()}
+    fused = next(iter(parameters.values())).device.type == "cuda"
+    return torch.optim.AdamW(parameters.values(), lr=1e-5, fused=fused or None)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Timing
+# ------------------------------------------------------------------------------------------------------------------
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(
+    variant: Variant,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    bf16: bool,
+    keep_grads: bool = False,
+) -> torch.Tensor:
+    """zero_grad, forward (under bf16 autocast when asked), backward, AdamW step; returns the loss.
+
+    `keep_grads` zeroes the gradients in place instead of freeing them (for memory probes: their memory is then
+    allocated before the step, like the parameters').
+    """
+    optimizer.zero_grad(set_to_none=not keep_grads)
+    device_type = batch["input_ids"].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        loss = variant.loss(batch)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def time_variants(
+    variants: dict[str, Variant],
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    *,
+    repeats: int,
+    warmup: int,
+    bf16: bool,
+) -> dict[str, list[float]]:
+    """Seconds per step of every variant, round-robin, the starting variant rotating every round."""
+    device = batch["input_ids"].device
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(warmup + repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            synchronize(device)
+            start = time.perf_counter()
+            train_step(variants[name], optimizer, batch, bf16)
+            synchronize(device)
+            if round_index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def count_selected(model: AutoMLMForPreTraining, batch: dict[str, torch.Tensor], draws: int = 20) -> float:
+    """Mean number of positions selected for prediction per batch (the rows the vocabulary logits are computed for)."""
+    counts = [(model.mask(batch["input_ids"], batch["attention_mask"])[1] != IGNORE_INDEX).sum() for _ in range(draws)]
+    return float(torch.stack(counts).float().mean())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# FLOPs (what the MFU figures count)
+# ------------------------------------------------------------------------------------------------------------------
+def encoder_flops_per_token(layers: int, hidden: int, intermediate: int, seq_len: int) -> float:
+    """Training FLOPs (forward + backward = 3x forward, 2 FLOPs per multiply-add) of one token through the layers.
+
+    Counts the layers' matmuls (Q, K, V and output projections: 4 hidden^2; feed-forward: 2 hidden * intermediate)
+    and the attention matmuls (scores and weighted sum: 2 seq_len * hidden). Not counted: embeddings lookups,
+    LayerNorm, softmax, GELU, dropout, biases.
+    """
+    forward = layers * (2 * (4 * hidden**2 + 2 * hidden * intermediate) + 2 * 2 * seq_len * hidden)
+    return 3.0 * forward
+
+
+def train_flops(config: AutoMLMConfig, batch_size: int, seq_len: int, num_selected: float) -> float:
+    """Model FLOPs of one training step of `config`'s objective (see `encoder_flops_per_token` for what counts).
+
+    - Encoder: the two CL views (and the masked sentence for plain MLM or a contextual head): `batch * seq_len`
+      tokens each.
+    - Auto-MLM head (default, token-embedding input): the sentence projection; its layers over
+      `batch * (seq_len + 1)` positions (the sentence vector is prepended), except the last layer's attention output
+      projection and feed-forward, which run at the `num_selected` masked positions only (`AutoMLMHead.forward`);
+      at those positions the prediction transform (hidden^2) and the tied vocabulary projection (hidden * vocab).
+      Without layers, the head builds and predicts the masked positions only.
+    - Plain MLM head: the prediction transform and vocabulary projection at the masked positions.
+    """
+    encoder = config.encoder_config
+    hidden, vocab = config.hidden_size, config.vocab_size
+    passes = 2 if config.contrastive_weight > 0 else 1
+    contextual_masked = config.mlm_weight > 0 or (config.auto_mlm_weight > 0 and config.head_input == "contextual")
+    passes += int(contextual_masked)
+    per_token = encoder_flops_per_token(
+        encoder.num_hidden_layers, hidden, encoder.intermediate_size, seq_len
+    )  # one sentence token
+    flops = passes * batch_size * seq_len * per_token
+    predictor = 3.0 * 2 * num_selected * (hidden**2 + hidden * vocab)
+    if config.auto_mlm_weight > 0:
+        flops += 3.0 * 2 * batch_size * hidden**2 + predictor  # sentence projection, prediction at masked positions
+        fused_positions = num_selected
+        if config.head_num_layers > 0:
+            head_positions = seq_len + (1 if config.head_fusion == "prepend" else 0)
+            head_intermediate = config.head_intermediate_size or 4 * hidden
+            layers = encoder_flops_per_token(config.head_num_layers, hidden, head_intermediate, head_positions)
+            flops += batch_size * head_positions * layers
+            # The last layer's attention output projection and feed-forward at the positions it gives no output for.
+            skipped = batch_size * head_positions - num_selected
+            flops -= 3.0 * 2 * skipped * (hidden**2 + 2 * hidden * head_intermediate)
+            fused_positions = batch_size * seq_len
+        if config.head_fusion == "concat":
+            flops += 3.0 * 2 * fused_positions * 2 * hidden**2
+    if config.mlm_weight > 0:
+        flops += predictor
+    return flops
+
+
+def variant_flops(variant: Variant, batch_size: int, seq_len: int, num_selected: float) -> float:
+    """Model FLOPs of one step of a benchmark variant (`train_flops`, plus the naive reference's extra pass)."""
+    config = variant.model.config
+    hidden, vocab = config.hidden_size, config.vocab_size
+    if variant.name == LOGITS_ONLY:
+        return 3.0 * 2 * num_selected * (hidden**2 + hidden * vocab)
+    flops = train_flops(config, batch_size, seq_len, num_selected)
+    if variant.name == "naive":
+        encoder = config.encoder_config
+        per_token = encoder_flops_per_token(encoder.num_hidden_layers, hidden, encoder.intermediate_size, seq_len)
+        flops += batch_size * seq_len * (per_token + 3.0 * 2 * (hidden**2 + hidden * vocab))
+    return flops
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Memory
+# ------------------------------------------------------------------------------------------------------------------
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return int(re.search(rf"^{field}:\s+(\d+)", status.read(), re.MULTILINE).group(1))
+
+
+def peak_memory(step: Callable[[], object], device: torch.device) -> dict[str, float]:
+    """Peak memory while `step()` runs, in MiB: `peak_mib` in all, `step_mib` over the memory just before it.
+
+    CUDA: `torch.cuda.max_memory_allocated`. CPU: the process's peak resident set (VmHWM, reset through
+    `/proc/self/clear_refs` just before), which counts torch's buffers and everything else the process touches;
+    run it in a fresh process with `MALLOC_MMAP_THRESHOLD_` set (see `run_probes`) so that freed buffers leave
+    the resident set instead of hiding in the heap.
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        return {"peak_mib": peak / 2**20, "step_mib": (peak - before) / 2**20}
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets VmHWM (the peak resident set) to the current resident set
+    before = _proc_status_kib("VmRSS")
+    step()
+    peak = _proc_status_kib("VmHWM")
+    return {"peak_mib": peak / 1024, "step_mib": (peak - before) / 1024}
+
+
+def memory_probe(args: argparse.Namespace) -> dict[str, float]:
+    """Peak memory of one step of one variant (run in a fresh process; see `--memory`)."""
+    device = torch.device(args.device)
+    variants = build_variants(args, [args.memory_probe], device)
+    optimizer = make_optimizer(variants)
+    batch = make_batch(args, device)
+    variant = variants[args.memory_probe]
+    # Allocate the gradients and the AdamW state first, so that the step's peak is its activations and temporaries.
+    for parameter in variant.model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()
+    return peak_memory(lambda: train_step(variant, optimizer, batch, args.bf16, keep_grads=True), device)
+
+
+def run_probes(script: str, argv: list[str], flag: str, names: list[str], threads: int) -> dict[str, dict]:
+    """Run `script argv flag name` in a fresh process for each name, one at a time; parse its last line as JSON.
+
+    The processes get a fixed glibc mmap threshold: buffers of 64 KiB and more get their own mapping, returned to
+    the system when freed, so that the resident set follows what is live (glibc would otherwise raise the threshold
+    and keep freed buffers in its heap, hiding later peaks).
+    """
+    results = {}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MALLOC_MMAP_THRESHOLD_": "65536"}
+    for name in names:
+        command = [sys.executable, os.path.abspath(script), *argv, flag, name]
+        completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if completed.returncode != 0:
+            raise RuntimeError(f"{flag} {name} failed:\n{completed.stderr[-3000:]}")
+        results[name] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Profile
+# ------------------------------------------------------------------------------------------------------------------
+def profile(variants: dict[str, Variant], optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> None:
+    """Print the top operators (self time) of a few cl+auto-mlm steps, grouped by input shape."""
+    from torch.profiler import ProfilerActivity, profile
+
+    variant = variants["cl+auto-mlm"]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if batch["input_ids"].is_cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(3):
+            train_step(variant, optimizer, batch, bf16=False)
+    sort_by = "self_cuda_time_total" if batch["input_ids"].is_cuda else "self_cpu_time_total"
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by=sort_by, row_limit=25, max_name_column_width=40))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        print(json.dumps(memory_probe(args)))
+        return
+    device = torch.device(args.device)
+    names = list(args.variants) + ([*ABLATIONS, LOGITS_ONLY] if args.ablations else [])
+    variants = build_variants(args, names, device)
+    optimizer = make_optimizer(variants)
+    batch = make_batch(args, device)
+    shape = shape_of(args)
+    selected = {name: count_selected(variant.model, batch) for name, variant in variants.items()}
+    print(
+        f"shape {args.shape} {shape}, batch {args.batch_size} x seq {args.seq_len}, device {device}, "
+        f"threads {torch.get_num_threads()}, bf16 {args.bf16}, masked positions/batch ~{max(selected.values()):.0f}, "
+        f"repeats {args.repeats} (+{args.warmup} warm-up), torch {torch.__version__}"
+    )
+    times = time_variants(variants, optimizer, batch, repeats=args.repeats, warmup=args.warmup, bf16=args.bf16)
+    memory = {}
+    if args.memory != "none":
+        probe_names = [name for name in names if name in MAIN_VARIANTS]
+        probe_argv = [a for a in argv if a not in ("--profile", "--ablations")]
+        memory = run_probes(__file__, probe_argv, "--memory-probe", probe_names, args.threads)
+    base = statistics.median(times["cl"]) if "cl" in times else None
+    flops = {name: variant_flops(variants[name], args.batch_size, args.seq_len, selected[name]) for name in names}
+    tokens = args.batch_size * args.seq_len
+    print(
+        f"{'variant':<36}{'median ms':>10}{'min ms':>9}{'x cl':>7}{'FLOPs x cl':>11}{'tokens/s':>10}"
+        f"{'GFLOP/s':>9}{'peak MiB':>10}{'step MiB':>10}"
+    )
+    for name in names:
+        median = statistics.median(times[name])
+        ratio = f"{median / base:.3f}" if base else "-"
+        flop_ratio = f"{flops[name] / flops['cl']:.3f}" if base else "-"
+        mem = memory.get(name)
+        peak, step = (f"{mem['peak_mib']:.0f}", f"{mem['step_mib']:.0f}") if mem else ("-", "-")
+        print(
+            f"{name:<36}{median * 1e3:>10.1f}{min(times[name]) * 1e3:>9.1f}{ratio:>7}{flop_ratio:>11}"
+            f"{tokens / median:>10.0f}{flops[name] / median / 1e9:>9.1f}{peak:>10}{step:>10}"
+        )
+    print(
+        "x cl: median step time over that of cl; FLOPs x cl: model FLOPs over those of cl (what is counted: "
+        "train_flops in this file). tokens/s: input sentence tokens (batch x seq_len) per second; each sentence is "
+        "encoded twice for CL. step MiB: peak memory of one step over the memory just before it (parameters, "
+        "gradients, AdamW state already allocated)."
+    )
+    if args.profile:
+        profile(variants, optimizer, batch)
+
+
+if __name__ == "__main__":
+    main()

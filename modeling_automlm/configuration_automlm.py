@@ -88,10 +88,11 @@ class AutoMLMConfig(PreTrainedConfig):
         head_num_layers (`int`, *optional*, defaults to 1):
             Transformer layers of the Auto-MLM head. ``0`` is allowed with ``"add"`` and ``"concat"`` fusion: each
             position is then predicted from the sentence vector and its own (masked) embedding alone.
-        head_fusion (`str`, *optional*, defaults to `"prepend"`):
+        head_fusion (`str`, *optional*, defaults to `"concat"`):
             How the sentence vector meets the masked token embeddings in the head: ``"prepend"`` (an extra first
             position the tokens attend to), ``"add"`` (added to every position) or ``"concat"`` (concatenated to
-            every position, then projected).
+            every position, then projected). The paper does not say; ``"concat"`` was best or tied on all three
+            sets of our ablation (docs/RESULTS.md).
         head_input (`str`, *optional*, defaults to `"token_embeddings"`):
             What the head reads for each position. ``"token_embeddings"``: the encoder's (non-contextual) input
             embeddings of the masked sentence, so the sentence vector must carry the content; this is the method
@@ -128,7 +129,7 @@ class AutoMLMConfig(PreTrainedConfig):
         masking_scheme: MaskingScheme = "random",
         mask_replacement: MaskReplacement = "bert",
         head_num_layers: int = 1,
-        head_fusion: HeadFusion = "prepend",
+        head_fusion: HeadFusion = "concat",
         head_input: HeadInput = "token_embeddings",
         head_num_attention_heads: int | None = None,
         head_intermediate_size: int | None = None,

@@ -52,7 +52,7 @@ class ModelArguments:
     masking_scheme: Literal["random", "whole_word"] = field(default="random", metadata={"help": "Token selection."})
     mask_replacement: Literal["bert", "mask"] = field(default="bert", metadata={"help": "80/10/10 or all [MASK]."})
     head_num_layers: int = field(default=1, metadata={"help": "Transformer layers of the Auto-MLM head."})
-    head_fusion: Literal["prepend", "add", "concat"] = field(default="prepend", metadata={"help": "Head fusion."})
+    head_fusion: Literal["prepend", "add", "concat"] = field(default="concat", metadata={"help": "Head fusion."})
     head_input: Literal["token_embeddings", "contextual"] = field(
         default="token_embeddings", metadata={"help": "What the Auto-MLM head reads besides the sentence vector."}
     )
@@ -133,7 +133,7 @@ class PretrainingArguments:
 
     output_dir: str = field(default="outputs/automlm-default", metadata={"help": "Where everything is written."})
     seed: int = field(default=42, metadata={"help": "Random seed (data order, masks, dropout, init)."})
-    max_steps: int = field(default=400, metadata={"help": "Optimizer steps; 0 means use `num_train_epochs`."})
+    max_steps: int = field(default=350, metadata={"help": "Optimizer steps; 0 means use `num_train_epochs`."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs, when `max_steps` is 0."})
     max_time_s: float | None = field(
         default=None, metadata={"help": "Stop cleanly (and export) after this many seconds of training."}

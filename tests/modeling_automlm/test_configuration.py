@@ -29,7 +29,7 @@ def test_invalid_field_is_named(make_config, field, value, expected):
 
 def test_prepend_needs_a_layer(make_config):
     with pytest.raises(ValueError, match="head_fusion='prepend'"):
-        make_config(head_num_layers=0)
+        make_config(head_num_layers=0, head_fusion="prepend")
     assert make_config(head_num_layers=0, head_fusion="add").head_num_layers == 0
 
 

@@ -11,7 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
-from transformers import BertConfig, DistilBertConfig, XLMRobertaConfig
+from transformers import BertConfig, DistilBertConfig, ModernBertConfig, XLMRobertaConfig
 
 from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
 from training.tokenization import train_wordpiece_tokenizer
@@ -59,6 +59,12 @@ def tiny_encoder_config(model_type: str, vocab_size: int, pad_token_id: int = 0)
         )
     if model_type == "distilbert":
         return DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **common)
+    if model_type == "modernbert":
+        special = {"bos_token_id": 2, "eos_token_id": 3, "cls_token_id": 2, "sep_token_id": 3}
+        return ModernBertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            global_attn_every_n_layers=1, **special, **common,
+        )  # fmt: skip
     raise ValueError(model_type)
 
 

@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoModelForPreTraining, GPT2Config, GPT2Mod
 from modeling_automlm import AutoMLMForPreTraining, AutoMLMModel
 from tests.conftest import tiny_encoder_config
 
-BACKBONES = ["bert", "xlm-roberta", "distilbert"]
+BACKBONES = ["bert", "xlm-roberta", "distilbert", "modernbert"]
 
 
 @pytest.fixture

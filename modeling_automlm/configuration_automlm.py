@@ -91,8 +91,8 @@ class AutoMLMConfig(PreTrainedConfig):
         head_fusion (`str`, *optional*, defaults to `"concat"`):
             How the sentence vector meets the masked token embeddings in the head: ``"prepend"`` (an extra first
             position the tokens attend to), ``"add"`` (added to every position) or ``"concat"`` (concatenated to
-            every position, then projected). The paper does not say; ``"concat"`` was best or tied on all three
-            sets of our ablation (docs/RESULTS.md).
+            every position, then projected). The paper does not say; ``"concat"`` was best or tied on the two
+            knowledge-retrieval sets of our ablation (``"add"`` was best on chatterbot-qa; docs/RESULTS.md).
         head_input (`str`, *optional*, defaults to `"token_embeddings"`):
             What the head reads for each position. ``"token_embeddings"``: the encoder's (non-contextual) input
             embeddings of the masked sentence, so the sentence vector must carry the content; this is the method

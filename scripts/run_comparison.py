@@ -84,16 +84,13 @@ def untrained_one(protocol: Path, seed: int, runs_dir: Path) -> Path:
     run_dir = runs_dir / "untrained" / f"seed-{seed}"
     if (run_dir / "final" / "config.json").is_file():
         return run_dir
+    # A subprocess, like the training runs: the global torch RNG is not shared with the other worker thread.
     code = (
-        "import sys, torch; from pathlib import Path\n"
+        "import sys; from pathlib import Path\n"
         "from training.arguments import parse_args\n"
-        "from training.data import load_corpus\n"
-        "from training.export import export_sentence_transformers\n"
-        "from training.train import build_model, build_tokenizer\n"
-        "m, d, t = parse_args(sys.argv[1:]); torch.manual_seed(t.seed)\n"
-        "out = Path(t.output_dir); corpus = load_corpus(d)\n"
-        "tok = build_tokenizer(m, d, corpus.texts, out / 'tokenizer', train_new=True)\n"
-        "export_sentence_transformers(build_model(m, d, tok).eval(), tok, out / 'final', d.max_seq_length)\n"
+        "from training.train import export_untrained\n"
+        "m, d, t = parse_args(sys.argv[1:]); out = Path(t.output_dir)\n"
+        "export_untrained(m, d, t.seed, out / 'tokenizer', out / 'final', train_tokenizer=True)\n"
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     _run([sys.executable, "-c", code, "--config", str(protocol), "--seed", str(seed), "--output_dir", str(run_dir)],

@@ -15,14 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.arguments import parse_args  # noqa: E402
-from training.export import export_sentence_transformers  # noqa: E402
-from training.train import build_model, build_tokenizer  # noqa: E402
+from training.train import export_untrained  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,10 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     config_file.write_text(json.dumps(flat))
     model_args, data_args, training_args = parse_args(["--config", str(config_file)])
-    torch.manual_seed(training_args.seed)
-    tokenizer = build_tokenizer(model_args, data_args, [], args.run_dir / "tokenizer", train_new=False)
-    model = build_model(model_args, data_args, tokenizer).eval()
-    export_sentence_transformers(model, tokenizer, args.output_dir / "final", data_args.max_seq_length)
+    export_untrained(
+        model_args, data_args, training_args.seed, args.run_dir / "tokenizer", args.output_dir / "final",
+        train_tokenizer=False,
+    )  # fmt: skip
     print(f"Untrained twin of {args.run_dir} written to {args.output_dir / 'final'}")
 
 

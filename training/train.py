@@ -119,6 +119,27 @@ def build_model(
     return AutoMLMForPreTraining.from_backbone(model_args.backbone, tokenizer=tokenizer, **objective)
 
 
+def export_untrained(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    seed: int,
+    tokenizer_dir: Path,
+    output_dir: Path,
+    *,
+    train_tokenizer: bool,
+) -> Path:
+    """Export the model these settings would train, before any step: the floor a trained model has to beat.
+
+    With `train_tokenizer`, a tokenizer from scratch is trained on the corpus (and saved in `tokenizer_dir`); else
+    the one in `tokenizer_dir` (a finished run's) is reused, which gives the run's exact initial weights.
+    """
+    texts = load_corpus(data_args).texts if train_tokenizer and model_args.backbone == "scratch" else []
+    tokenizer = build_tokenizer(model_args, data_args, texts, tokenizer_dir, train_new=train_tokenizer)
+    torch.manual_seed(seed)
+    model = build_model(model_args, data_args, tokenizer).eval()
+    return export_sentence_transformers(model, tokenizer, output_dir, data_args.max_seq_length)
+
+
 def _optimizer(model: torch.nn.Module, args: PretrainingArguments) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
@@ -198,22 +219,19 @@ def save_checkpoint(
 # Dev evaluation
 # ----------------------------------------------------------------------------------------------------------------
 def make_encode_fn(
-    model: AutoMLMForPreTraining, tokenizer: PreTrainedTokenizerBase, max_length: int, batch_size: int = 128
+    model: AutoMLMForPreTraining, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> Callable[[list[str]], torch.Tensor]:
-    """An `encode(texts) -> (n, dim)` function over the model in eval mode (the caller restores train mode)."""
+    """An `encode(texts) -> (n, dim)` function over the model in eval mode (the caller restores train mode).
+
+    It encodes what it is given in one call: `training.evaluation` already batches the texts (sorted by length).
+    """
     device = next(model.parameters()).device
 
     @torch.no_grad()
     def encode(texts: list[str]) -> torch.Tensor:
         model.eval()
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length,
-                return_tensors="pt",
-            ).to(device)  # fmt: skip
-            chunks.append(model.automlm(**batch).sentence_embedding.float().cpu())
-        return torch.cat(chunks)
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return model.automlm(**batch.to(device)).sentence_embedding.float().cpu()
 
     return encode
 

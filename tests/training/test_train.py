@@ -196,3 +196,16 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(corpus_file, tmp_path, m
     with pytest.raises(RuntimeError, match="3 steps had a non-finite loss"):
         train(*parse_args(argv))
     assert not (tmp_path / "out" / "final").exists()
+
+
+def test_untrained_export_reuses_a_run_tokenizer_and_is_seeded(corpus_file, tmp_path):
+    from training.train import export_untrained
+
+    model_args, data_args, _ = parse_args(run_args(corpus_file, tmp_path / "out"))
+    first = export_untrained(model_args, data_args, 7, tmp_path / "tok", tmp_path / "a", train_tokenizer=True)
+    again = export_untrained(model_args, data_args, 7, tmp_path / "tok", tmp_path / "b", train_tokenizer=False)
+    other = export_untrained(model_args, data_args, 8, tmp_path / "tok", tmp_path / "c", train_tokenizer=False)
+    a, b, c = (load_file(folder / "model.safetensors") for folder in (first, again, other))
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert not all(torch.equal(a[name], c[name]) for name in a)
+    assert (first / "modules.json").is_file()

@@ -33,8 +33,8 @@ bench:  ## Speed benchmarks (print ratios)
 	$(PYTHON) benchmarks/encode.py
 
 data:  ## Build the retrieval benchmarks under data/ (chatterbot-corpus; Debian Reference via apt-get download)
-	$(PYTHON) -m training.benchmark_data chatterbot --output data/chatterbot-qa
-	$(PYTHON) -m training.benchmark_data debian-reference --output data/debian-reference
+	automlm-build-benchmark chatterbot --output data/chatterbot-qa
+	automlm-build-benchmark debian-reference --output data/debian-reference
 
 compare: data  ## Train and evaluate every ablation variant over 3 seeds (about an hour on 2 cores)
-	$(PYTHON) scripts/run_comparison.py --workers 2
+	automlm-compare --workers 2

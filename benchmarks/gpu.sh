@@ -18,7 +18,7 @@ PYTHON=${PYTHON:-python3}
 "$PYTHON" - <<'PY'
 import importlib, sys
 missing = []
-for name in ("torch", "transformers", "sentence_transformers", "tokenizers", "safetensors", "yaml"):
+for name in ("torch", "transformers", "sentence_transformers", "tokenizers", "safetensors", "yaml", "tabulate"):
     try:
         module = importlib.import_module(name)
         print(f"{name} {getattr(module, '__version__', '?')}", end="; ")

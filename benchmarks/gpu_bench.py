@@ -20,7 +20,6 @@ import argparse
 import functools
 import os
 import statistics
-import sys
 import tempfile
 import time
 import traceback
@@ -32,8 +31,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 import transformers
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import encode  # sibling scripts, not a package
+from evaluation.report import markdown_table
+
+import encode  # sibling scripts: their folder is on sys.path
 import train_step
 
 TINY = ["--layers", "2", "--hidden", "64", "--heads", "4", "--intermediate", "128", "--vocab-size", "5000"]
@@ -134,7 +134,7 @@ def encoding_rows(args: argparse.Namespace) -> list[dict[str, object]]:
     try:
         texts = encode.corpus_sentences()
         source = "chatterbot-corpus"
-    except ImportError:  # the GPU image lacks the corpus package: use this repository's own text
+    except FileNotFoundError:  # the GPU image lacks the corpus package: use this repository's own text
         root = Path(__file__).resolve().parent.parent
         texts = [
             line.strip()
@@ -194,13 +194,12 @@ def join_lines(lines: list[str], count: int, min_words: int) -> list[str]:
     return texts
 
 
-def markdown(rows: list[dict[str, str]]) -> str:
+def markdown(rows: list[dict[str, object]]) -> str:
+    """`markdown_table` of dict rows, one column per key (in order of first appearance)."""
     if not rows:
         return "(none)"
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row.get(column, "") for column in columns) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table([[row.get(column, "") for column in columns] for row in rows], columns)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,17 +17,16 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from evaluation.report import markdown_table
 from modeling_automlm import AutoMLMForPreTraining
 from training.gradcache import grad_cache_step
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_step  # a sibling script, not a package
+import train_step  # a sibling script: its folder is on sys.path
 
 MODES = ("uncached", "cached")
 
@@ -84,9 +83,11 @@ def main(argv: list[str] | None = None) -> None:
         f"shape {args.shape}, variant {args.variant}, batch {args.batch_size} x seq {args.seq_len}, chunk "
         f"{args.chunk_size}, device {args.device}, threads {args.threads}, bf16 {args.bf16}"
     )
-    print(f"{'mode':<10}{'step MiB':>10}{'peak MiB':>10}{'step s':>8}")
-    for mode, result in results.items():
-        print(f"{mode:<10}{result['step_mib']:>10.0f}{result['peak_mib']:>10.0f}{result['seconds']:>8.1f}")
+    rows = [
+        [mode, f"{result['step_mib']:.0f}", f"{result['peak_mib']:.0f}", f"{result['seconds']:.1f}"]
+        for mode, result in results.items()
+    ]
+    print(markdown_table(rows, ["mode", "step MiB", "peak MiB", "step s"]))
     ratio = results["uncached"]["step_mib"] / max(results["cached"]["step_mib"], 1e-9)
     print(
         f"uncached / cached step memory: {ratio:.1f}x; step MiB: peak over the memory before the step (parameters "

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, PreTrainedConfig, XLMRobertaConfig
 
+from evaluation.report import markdown_table
 from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
 from modeling_automlm.masking import IGNORE_INDEX
 from modeling_automlm.modeling_automlm import AutoMLMPredictionHead, masked_lm_loss
@@ -489,20 +490,19 @@ def main(argv: list[str] | None = None) -> None:
     base = statistics.median(times["cl"]) if "cl" in times else None
     flops = {name: variant_flops(variants[name], args.batch_size, args.seq_len, selected[name]) for name in names}
     tokens = args.batch_size * args.seq_len
-    print(
-        f"{'variant':<36}{'median ms':>10}{'min ms':>9}{'x cl':>7}{'FLOPs x cl':>11}{'tokens/s':>10}"
-        f"{'GFLOP/s':>9}{'peak MiB':>10}{'step MiB':>10}"
-    )
+    rows = []
     for name in names:
         median = statistics.median(times[name])
         ratio = f"{median / base:.3f}" if base else "-"
         flop_ratio = f"{flops[name] / flops['cl']:.3f}" if base else "-"
         mem = memory.get(name)
         peak, step = (f"{mem['peak_mib']:.0f}", f"{mem['step_mib']:.0f}") if mem else ("-", "-")
-        print(
-            f"{name:<36}{median * 1e3:>10.1f}{min(times[name]) * 1e3:>9.1f}{ratio:>7}{flop_ratio:>11}"
-            f"{tokens / median:>10.0f}{flops[name] / median / 1e9:>9.1f}{peak:>10}{step:>10}"
-        )
+        rows.append([
+            name, f"{median * 1e3:.1f}", f"{min(times[name]) * 1e3:.1f}", ratio, flop_ratio, f"{tokens / median:.0f}",
+            f"{flops[name] / median / 1e9:.1f}", peak, step,
+        ])  # fmt: skip
+    headers = ["variant", "median ms", "min ms", "x cl", "FLOPs x cl", "tokens/s", "GFLOP/s", "peak MiB", "step MiB"]
+    print(markdown_table(rows, headers))
     print(
         "x cl: median step time over that of cl; FLOPs x cl: model FLOPs over those of cl (what is counted: "
         "train_flops in this file). tokens/s: input sentence tokens (batch x seq_len) per second; each sentence is "

@@ -5,15 +5,10 @@ export wrote; `push_to_hub(folder, repo_id)` uploads a complete folder. The comm
 ``automlm-card`` and ``automlm-push``.
 """
 
-from .card import (
-    CITATION,
-    AutoMLMModelCardData,
-    generate_model_card,
-    hub_language_codes,
-    plot_training_curves,
-    render_model_card,
-)
+from .card import CITATION, AutoMLMModelCardData, generate_model_card, render_model_card
+from .curves import plot_training_curves
 from .hub import check_export, code_files, missing_files, push_to_hub, upload_files
+from .metadata import hub_language_codes
 
 __all__ = [
     "CITATION",

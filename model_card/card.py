@@ -12,17 +12,29 @@ import importlib.metadata
 import json
 import logging
 import math
-import re
-import struct
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
+from safetensors import safe_open
 
+from modeling_automlm.configuration_automlm import AutoMLMConfig
+
+from .curves import plot_training_curves
 from .hub import code_files
+from .metadata import hub_language_codes, is_hub_model_id, model_index_results
+from .tables import (
+    comparison_tables,
+    data_table,
+    evaluation_tables,
+    is_number,
+    objective_table,
+    settings_tables,
+    training_table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +42,6 @@ TEMPLATE_NAME = "model_card.jinja"
 CURVES_FILE = "training_curves.png"
 README_FILE = "README.md"
 DEFAULT_LICENSE = "apache-2.0"
-EVAL_TASK_TYPE = "information-retrieval"  # the task type sentence-transformers uses for retrieval results
 
 PAPER_TITLE = "Auto-MLM: Improved Contrastive Learning for Self-supervised Multi-lingual Knowledge Retrieval"
 PAPER_URL = "https://arxiv.org/abs/2203.16187"
@@ -48,102 +59,13 @@ CITATION = """\
 
 # A corpus smaller than this, trained from scratch, makes a demonstration model, not a production retriever.
 SMALL_CORPUS_SENTENCES = 1_000_000
-# Metric names whose usual spelling is not the capitalised key.
-_METRIC_SPELLING = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP"}
-_COUNT_COLUMNS = {"num_queries": "Queries", "num_documents": "Documents"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_LANGUAGE_SUBTAG = re.compile(r"^[a-z]{2,3}$")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Small helpers (pure functions, tested directly)
+# Reading the folder
 # ----------------------------------------------------------------------------------------------------------------
-def hub_language_codes(codes: list[str]) -> list[str]:
-    """Map language tags to the codes the Hub's `language` metadata accepts, in order and without duplicates.
-
-    The Hub takes ISO 639-1/2/3 codes, so a BCP 47 tag keeps its primary subtag: ``zh-Hant`` and ``zh`` both become
-    ``zh``, ``hi-Latn`` becomes ``hi``. A tag without a two- or three-letter primary subtag is dropped with a
-    warning (it would make the metadata invalid).
-
-    Args:
-        codes: language tags such as ``["en", "zh", "zh-Hant"]``.
-
-    Returns:
-        Hub language codes, e.g. ``["en", "zh"]``.
-    """
-    hub_codes: list[str] = []
-    for code in codes:
-        primary = re.split(r"[-_]", str(code).strip())[0].lower()
-        if not _LANGUAGE_SUBTAG.match(primary):
-            logger.warning("Language %r is not an ISO 639 code; it is left out of the card's metadata.", code)
-            continue
-        if primary not in hub_codes:
-            hub_codes.append(primary)
-    return hub_codes
-
-
-def is_hub_model_id(name: str | None) -> bool:
-    """Whether `name` looks like a Hub model id (``xlm-roberta-base``, ``org/name``) rather than a local folder."""
-    if not name or name == "scratch" or Path(name).expanduser().exists():
-        return False
-    return bool(_HUB_ID.match(name)) and not name.startswith(".")
-
-
-def metric_display_name(key: str) -> str:
-    """``ndcg@10`` -> ``NDCG@10``, ``recall@1`` -> ``Recall@1``, ``num_queries`` -> ``Queries``."""
-    if key in _COUNT_COLUMNS:
-        return _COUNT_COLUMNS[key]
-    name, at, cutoff = key.partition("@")
-    return _METRIC_SPELLING.get(name.lower(), name.replace("_", " ").capitalize()) + at + cutoff
-
-
-def format_duration(seconds: float) -> str:
-    """``3723.4`` -> ``1 h 02 min 03 s``; ``42`` -> ``42 s``."""
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min {secs:02d} s"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
-
-
-def format_value(value: Any, max_items: int = 8) -> str:
-    """Render a setting or a metric for a Markdown table cell (pipes escaped, long lists shortened)."""
-    if isinstance(value, bool) or value is None:
-        text = json.dumps(value)
-    elif isinstance(value, float):
-        text = str(value) if math.isfinite(value) else "n/a"
-    elif isinstance(value, (list, tuple)):
-        shown = ", ".join(format_value(item) for item in value[:max_items])
-        text = shown if len(value) <= max_items else f"{shown}, ... ({len(value)} items)"
-        text = text or "[]"
-    elif isinstance(value, dict):
-        text = json.dumps(value, ensure_ascii=False)
-    else:
-        text = str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def format_metric(value: Any) -> str:
-    """A metric in a results table: four decimals for scores, thousands separators for counts."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "n/a" if value is None else format_value(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.4f}" if math.isfinite(value) else "n/a"
-
-
-def markdown_table(header: list[str], rows: list[list[str]], numeric: bool = True) -> str:
-    """A Markdown table; with `numeric`, every column but the first is right-aligned."""
-    align = [":---"] + [("---:" if numeric else ":---")] * (len(header) - 1)
-    lines = [header, align, *rows]
-    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
-
-
 def count_parameters(weights_file: Path) -> dict[str, int]:
-    """Count parameters per top-level module from a safetensors header, without loading any tensor.
+    """Count parameters per top-level module from a safetensors file, without loading any tensor.
 
     Args:
         weights_file: a ``.safetensors`` file.
@@ -151,21 +73,12 @@ def count_parameters(weights_file: Path) -> dict[str, int]:
     Returns:
         ``{top-level module name: number of parameters}``, e.g. ``{"automlm": 1_200_000, "auto_mlm_head": 90_000}``.
     """
-    with open(weights_file, "rb") as handle:
-        (header_size,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(header_size))
     counts: dict[str, int] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        counts[name.split(".")[0]] = counts.get(name.split(".")[0], 0) + math.prod(info["shape"])
+    with safe_open(weights_file, framework="pt") as weights:
+        for name in weights.keys():  # noqa: SIM118 (a safetensors handle is not a mapping)
+            module = name.split(".")[0]
+            counts[module] = counts.get(module, 0) + math.prod(weights.get_slice(name).get_shape())
     return counts
-
-
-def task_label(entry: dict[str, Any]) -> str:
-    """What an evaluation entry measured: ``monolingual``, ``cross-lingual, en corpus``..."""
-    label = str(entry.get("task") or "retrieval")
-    return label + (f", {entry['corpus_language']} corpus" if entry.get("corpus_language") else "")
 
 
 def _read_json(path: Path) -> Any:
@@ -177,10 +90,6 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path} is not valid JSON ({error}); fix or delete it and regenerate the card.") from error
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The card data
 # ----------------------------------------------------------------------------------------------------------------
@@ -188,7 +97,8 @@ def _is_number(value: Any) -> bool:
 class AutoMLMModelCardData:
     """Everything the model card shows, read from an export folder by [`AutoMLMModelCardData.from_folder`].
 
-    The raw file contents are kept as they are; the properties derive the metadata and the tables from them.
+    The raw file contents are kept as they are; the properties derive the metadata from them, and
+    `template_values` everything the template reads (the tables are built by `model_card.tables`).
 
     Args:
         folder: the export folder.
@@ -325,9 +235,9 @@ class AutoMLMModelCardData:
     def objective_details(self) -> str:
         """The temperature and masking rate of the objective, as a phrase (empty when not recorded)."""
         config, details = self.config, ""
-        if _is_number(config.get("contrastive_temperature")) and config.get("contrastive_weight"):
+        if is_number(config.get("contrastive_temperature")) and config.get("contrastive_weight"):
             details += f" (InfoNCE temperature {config['contrastive_temperature']:g})"
-        if _is_number(config.get("mask_probability")) and (config.get("auto_mlm_weight") or config.get("mlm_weight")):
+        if is_number(config.get("mask_probability")) and (config.get("auto_mlm_weight") or config.get("mlm_weight")):
             details += f", masking {config['mask_probability'] * 100:g}% of the tokens"
         return details
 
@@ -336,7 +246,7 @@ class AutoMLMModelCardData:
         length = (self.sentence_bert_config or {}).get("max_seq_length")
         if length is None:
             length = (self.tokenizer_config or {}).get("model_max_length")
-        return length if _is_number(length) and length < 1_000_000 else None
+        return length if is_number(length) and length < 1_000_000 else None
 
     @property
     def similarity_fn_name(self) -> str:
@@ -362,7 +272,7 @@ class AutoMLMModelCardData:
         """The weighted terms of the training loss, from the config, e.g. ``[(1.0, "CL"), (0.1, "Auto-MLM")]``."""
         terms = [("contrastive_weight", "CL"), ("auto_mlm_weight", "Auto-MLM"), ("mlm_weight", "MLM")]
         return [
-            (self.config[key], name) for key, name in terms if _is_number(self.config.get(key)) and self.config[key]
+            (self.config[key], name) for key, name in terms if is_number(self.config.get(key)) and self.config[key]
         ]
 
     # --- data ---------------------------------------------------------------------------------------------------
@@ -384,7 +294,7 @@ class AutoMLMModelCardData:
     @property
     def total_sentences(self) -> int | None:
         stats = self.data_stats or {}
-        if _is_number(stats.get("total_sentences")):
+        if is_number(stats.get("total_sentences")):
             return stats["total_sentences"]
         counts = stats.get("sentences_per_language")
         return sum(counts.values()) if counts else None
@@ -432,36 +342,9 @@ class AutoMLMModelCardData:
             )
         return own
 
-    def model_index_results(self) -> list[EvalResult]:
-        """One `EvalResult` per (task, language, metric) of this model, plus the macro averages; counts excluded."""
-        results = []
-        for entry in self.own_eval_results():
-            dataset = str(entry.get("dataset") or "unknown")
-            task_name = f"Retrieval ({task_label(entry)})"
-            rows = [(language, metrics) for language, metrics in (entry.get("per_language") or {}).items()]
-            rows.append((None, entry.get("macro") or {}))
-            for language, metrics in rows:
-                for key, value in metrics.items():
-                    if key in _COUNT_COLUMNS or not _is_number(value) or not math.isfinite(value):
-                        continue
-                    results.append(
-                        EvalResult(
-                            task_type=EVAL_TASK_TYPE,
-                            task_name=task_name,
-                            dataset_type=dataset,
-                            dataset_name=dataset,
-                            dataset_config=language,
-                            dataset_split=entry.get("split"),
-                            metric_type=key,
-                            metric_value=value,
-                            metric_name=metric_display_name(key) + (" (macro average)" if language is None else ""),
-                        )
-                    )
-        return results
-
     def to_card_data(self) -> ModelCardData:
         """The YAML metadata of the card."""
-        eval_results = self.model_index_results()
+        eval_results = model_index_results(self.own_eval_results())
         return ModelCardData(
             language=hub_language_codes(self.languages) or None,
             license=self.license,
@@ -473,117 +356,6 @@ class AutoMLMModelCardData:
             model_name=self.model_name if eval_results else None,
             eval_results=eval_results or None,
         )
-
-    # --- body tables ----------------------------------------------------------------------------------------------
-    def evaluation_tables(self) -> list[dict[str, Any]]:
-        """Per-language tables of this model's results (or of every result, when none is identified as its own)."""
-        entries = self.own_eval_results() or self.eval_results
-        show_model = len({entry.get("model") for entry in entries}) > 1
-        tables = []
-        for entry in entries:
-            per_language = entry.get("per_language") or {}
-            macro = entry.get("macro") or {}
-            keys = list(dict.fromkeys(key for metrics in [*per_language.values(), macro] for key in metrics))
-            keys = [key for key in keys if key not in _COUNT_COLUMNS] + [key for key in keys if key in _COUNT_COLUMNS]
-            rows = [[language] + [format_metric(m.get(key)) for key in keys] for language, m in per_language.items()]
-            if macro:
-                rows.append(["**macro**"] + [f"**{format_metric(macro[k])}**" if k in macro else "" for k in keys])
-            title = f"Retrieval on {entry.get('dataset') or 'unknown data'}: {task_label(entry)}"
-            if show_model:
-                title += f" ({entry.get('model')})"
-            header = ["Language"] + [metric_display_name(key) for key in keys]
-            tables.append(
-                {
-                    "title": title,
-                    "max_seq_length": entry.get("max_seq_length"),
-                    "table": markdown_table(header, rows),
-                }
-            )
-        return tables
-
-    def comparison_tables(self) -> list[dict[str, Any]]:
-        """Macro averages of every model evaluated on the same data and task, when the file holds several."""
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for entry in self.eval_results:
-            groups.setdefault((str(entry.get("dataset")), task_label(entry)), []).append(entry)
-        own = [id(entry) for entry in self.own_eval_results()]
-        tables = []
-        for (dataset, task), entries in groups.items():
-            if len({entry.get("model") for entry in entries}) < 2:
-                continue
-            keys = list(dict.fromkeys(k for e in entries for k in (e.get("macro") or {}) if k not in _COUNT_COLUMNS))
-            rows = []
-            for entry in entries:
-                name = str(entry.get("model"))
-                name = f"**{name} (this model)**" if id(entry) in own else name
-                rows.append([name] + [format_metric((entry.get("macro") or {}).get(key)) for key in keys])
-            header = ["Model"] + [metric_display_name(key) for key in keys]
-            tables.append(
-                {
-                    "title": f"retrieval on {dataset}: {task}, macro average over languages",
-                    "table": markdown_table(header, rows),
-                }
-            )
-        return tables
-
-    def data_table(self) -> str | None:
-        """Sentences per language, from ``data_stats.json``."""
-        counts = (self.data_stats or {}).get("sentences_per_language") or {}
-        rows = [[str(language), format_metric(count)] for language, count in counts.items()]
-        return markdown_table(["Language", "Sentences"], rows) if rows else None
-
-    def hyperparameter_tables(self) -> list[dict[str, Any]]:
-        """One table per section of ``training_config.json`` (and one for top-level keys that are not sections)."""
-        settings = self.training_config or {}
-        loose = {key: value for key, value in settings.items() if not isinstance(value, dict)}
-        sections = [(key, value) for key, value in settings.items() if isinstance(value, dict)]
-        if loose:
-            sections.insert(0, ("settings", loose))
-        return [
-            {
-                "title": title,
-                "table": markdown_table(
-                    ["Setting", "Value"],
-                    [[f"`{key}`", format_value(value)] for key, value in section.items()],
-                    numeric=False,
-                ),
-            }
-            for title, section in sections
-        ]
-
-    def objective_table(self) -> str | None:
-        """The Auto-MLM fields of ``config.json`` (None for a plain export)."""
-        if not self.is_automlm:
-            return None
-        keys = (
-            "pooling", "normalize_embeddings", "contrastive_weight", "contrastive_temperature", "auto_mlm_weight",
-            "mlm_weight", "mask_probability", "masking_scheme", "mask_replacement", "head_fusion", "head_input",
-            "head_num_layers",
-        )  # fmt: skip
-        rows = [[f"`{key}`", format_value(self.config[key])] for key in keys if key in self.config]
-        return markdown_table(["Setting", "Value"], rows, numeric=False) if rows else None
-
-    def training_table(self) -> str | None:
-        """Hardware, time, throughput and final losses from ``training_metrics.json``."""
-        metrics = self.training_metrics or {}
-        rows = []
-        if metrics.get("hardware"):
-            processes = metrics.get("num_processes")
-            plural = "es" if processes != 1 else ""
-            hardware = str(metrics["hardware"]) + (f", {processes} process{plural}" if _is_number(processes) else "")
-            rows.append(["Hardware", hardware])
-        if _is_number(metrics.get("wall_time_s")):
-            rows.append(["Wall time", format_duration(metrics["wall_time_s"])])
-        for key, label in (("steps", "Optimizer steps"), ("sentences_seen", "Sentences seen")):
-            if _is_number(metrics.get(key)):
-                rows.append([label, format_metric(metrics[key])])
-        if _is_number(metrics.get("throughput_sentences_per_s")):
-            rows.append(["Throughput", f"{metrics['throughput_sentences_per_s']:.1f} sentences/s"])
-        for key, value in (metrics.get("final") or {}).items():
-            if _is_number(value):
-                rows.append([f"Final `{key}`", format_metric(value)])
-        rows = [[label, value.replace("|", "\\|")] for label, value in rows]
-        return markdown_table(["Measure", "Value"], rows, numeric=False) if rows else None
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -653,32 +425,39 @@ class AutoMLMModelCardData:
         )
         return notes
 
-    def template_kwargs(self, *, curves_file: str | None) -> dict[str, Any]:
-        """The values the Jinja template reads besides the metadata."""
+    def template_values(self, *, curves_file: str | None) -> dict[str, Any]:
+        """Every value the Jinja template reads, each under one name, besides the metadata."""
         versions, versions_recorded = self.framework_versions()
         stats = self.data_stats or {}
+        encoder = self.encoder_config
+        objective = objective_table(self.config) if self.is_automlm else None
+        # The objective's fields are in the objective table already: the settings tables leave them out.
+        shown = frozenset(self.config) & frozenset(spec.name for spec in AutoMLMConfig.objective_fields())
+        own_results = self.own_eval_results()
         return {
-            "data": self,
             "model_id": self.model_id,
             "model_name": self.model_name,
             "license": self.license,
-            "base_model": self.base_model,
-            "plain_repo_id": self.plain_repo_id,
+            "is_automlm": self.is_automlm,
+            "is_custom_code": self.is_custom_code,
             "code_files": code_files(self.folder, self.config) if self.is_custom_code else [],
+            "plain_repo_id": self.plain_repo_id,
+            "backbone": self.backbone,
+            "base_model": self.base_model,
+            "trained_from_scratch": self.trained_from_scratch,
+            "encoder_type": encoder.get("model_type"),
+            "num_layers": encoder.get("num_hidden_layers") or encoder.get("n_layers"),
+            "vocab_size": encoder.get("vocab_size"),
             "dimension": self.embedding_dimension,
+            "parameters": self.parameters_summary(),
             "pooling": self.pooling,
             "normalized": self.normalized,
-            "objective_details": self.objective_details,
-            "max_seq_length": self.max_seq_length,
             "similarity_fn_name": self.similarity_fn_name,
-            "encoder_type": self.encoder_config.get("model_type"),
-            "num_layers": self.encoder_config.get("num_hidden_layers") or self.encoder_config.get("n_layers"),
-            "vocab_size": self.encoder_config.get("vocab_size"),
-            "parameters": self.parameters_summary(),
+            "max_seq_length": self.max_seq_length,
             "objective": " + ".join(f"{weight:g} * {name}" for weight, name in self.objective),
-            "objective_table": self.objective_table(),
+            "objective_details": self.objective_details,
+            "objective_table": objective,
             "languages": self.languages,
-            "data_table": self.data_table(),
             "total_sentences": self.total_sentences,
             "skipped_blank_lines": stats.get("skipped_blank_lines"),
             "duplicates_removed": stats.get("duplicates_removed"),
@@ -688,88 +467,19 @@ class AutoMLMModelCardData:
                 for source in stats.get("sources") or []
                 if isinstance(source, dict) and source.get("name")
             ],
-            "hyperparameter_tables": self.hyperparameter_tables(),
-            "training_table": self.training_table(),
+            "data_table": data_table(stats.get("sentences_per_language") or {}),
+            "settings_tables": settings_tables(self.training_config or {}, skip=shown if objective else frozenset()),
+            "training_table": training_table(self.training_metrics or {}),
             "curves_file": curves_file,
-            "evaluation_tables": self.evaluation_tables(),
-            "comparison_tables": self.comparison_tables(),
+            "evaluation_tables": evaluation_tables(own_results or self.eval_results),
+            "comparison_tables": comparison_tables(self.eval_results, own_results),
+            "limitations": self.limitations(),
             "framework_versions": versions,
             "versions_recorded": versions_recorded,
-            "limitations": self.limitations(),
             "citation": CITATION,
             "paper_title": PAPER_TITLE,
             "paper_url": PAPER_URL,
         }
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Training curves
-# ----------------------------------------------------------------------------------------------------------------
-def _curve_panel(key: str) -> str:
-    if key.endswith("loss"):
-        return "Loss"
-    if key in ("learning_rate", "lr"):
-        return "Learning rate"
-    if key in ("alignment", "uniformity"):
-        return "Alignment and uniformity"
-    if key.startswith(("dev_", "eval_")):
-        return "Dev evaluation"
-    return "Other"
-
-
-def plot_training_curves(history: list[dict[str, Any]], path: str | Path) -> Path | None:
-    """Plot every numeric series of the training history against the step, one panel per kind of quantity.
-
-    Entries may lack keys or hold None (a series is drawn where it has values). Needs matplotlib; without it, or
-    without any series, nothing is written.
-
-    Args:
-        history: ``training_metrics.json``'s ``history``: dicts with a ``step`` and values.
-        path: the PNG to write.
-
-    Returns:
-        The path written, or None.
-    """
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for entry in history:
-        step = entry.get("step")
-        if not _is_number(step):
-            continue
-        for key, value in entry.items():
-            if key != "step" and _is_number(value) and math.isfinite(value):
-                xs, ys = series.setdefault(key, ([], []))
-                xs.append(step)
-                ys.append(value)
-    if not series:
-        return None
-    try:
-        from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-    except ImportError:
-        logger.warning("matplotlib is not installed: the card has no training curves (pip install matplotlib).")
-        return None
-    panels: dict[str, list[str]] = {}
-    for key in series:
-        panels.setdefault(_curve_panel(key), []).append(key)
-    columns = min(2, len(panels))
-    rows = math.ceil(len(panels) / columns)
-    figure = Figure(figsize=(5.5 * columns, 3.6 * rows), layout="constrained")
-    grid = figure.subplots(rows, columns, squeeze=False).flatten()
-    for axes in grid[len(panels) :]:
-        axes.set_visible(False)
-    for axes, (title, keys) in zip(grid, panels.items()):
-        for key in keys:
-            xs, ys = series[key]
-            axes.plot(xs, ys, marker="o" if len(xs) < 20 else None, markersize=3, label=key)
-        axes.set_title(title)
-        axes.set_xlabel("step")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
-        if title == "Learning rate":
-            axes.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    path = Path(path)
-    figure.savefig(path, dpi=100, metadata={"Software": None})
-    logger.info("Wrote the training curves to %s", path)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -793,7 +503,7 @@ def render_model_card(data: AutoMLMModelCardData, *, curves_file: str | None = N
     )
     card_data = data.to_card_data()
     text = environment.from_string(template).render(
-        card_data=card_data.to_yaml(), **data.template_kwargs(curves_file=curves_file)
+        card_data=card_data.to_yaml(), **data.template_values(curves_file=curves_file)
     )
     return ModelCard(text)
 

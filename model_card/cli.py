@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from huggingface_hub import get_token
+
 from .card import DEFAULT_LICENSE, generate_model_card
-from .hub import push_to_hub, resolve_token
+from .hub import push_to_hub
 
 REDACTED = "<redacted>"
 
@@ -81,7 +83,7 @@ def push_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--token", help="Hub token (prefer HF_TOKEN or `hf auth login`: argv is visible to others)")
     args = parser.parse_args(argv)
     _setup_logging()
-    token = None if args.dry_run else resolve_token(args.token)
+    token = None if args.dry_run else args.token or get_token()
     redactor = _RedactToken(token) if token else None
     handlers = logging.getLogger().handlers
     if redactor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -119,17 +118,6 @@ def upload_files(folder: str | Path) -> list[str]:
     return list(filter_repo_objects(paths, ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS))
 
 
-def resolve_token(token: str | None = None) -> str | None:
-    """The token to use: `token`, else ``HF_TOKEN``, else the stored login (``hf auth login``); None if none."""
-    if token:
-        return token
-    if os.environ.get("HF_TOKEN"):
-        return os.environ["HF_TOKEN"]
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
 def push_to_hub(
     folder: str | Path,
     repo_id: str,
@@ -177,9 +165,9 @@ def push_to_hub(
         logger.info("Dry run: %d files would be uploaded to %s; nothing was sent.", len(files), repo_id)
         return files
 
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_token
 
-    token = resolve_token(token)
+    token = token or get_token()
     if not token:
         raise ValueError("No Hugging Face token: set HF_TOKEN, pass --token, or log in once with `hf auth login`.")
     api = HfApi(token=token)

@@ -6,6 +6,11 @@ and the public API of ``transformers``.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
+import typing
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from transformers import AutoConfig, PreTrainedConfig
@@ -16,20 +21,58 @@ MaskReplacement = Literal["bert", "mask"]
 HeadFusion = Literal["prepend", "add", "concat"]
 HeadInput = Literal["token_embeddings", "contextual"]
 
-POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max")
-MASKING_SCHEMES: tuple[str, ...] = ("random", "whole_word")
-MASK_REPLACEMENTS: tuple[str, ...] = ("bert", "mask")
-HEAD_FUSIONS: tuple[str, ...] = ("prepend", "add", "concat")
-HEAD_INPUTS: tuple[str, ...] = ("token_embeddings", "contextual")
-
 AUTO_MAP: dict[str, str] = {
     "AutoConfig": "configuration_automlm.AutoMLMConfig",
     "AutoModel": "modeling_automlm.AutoMLMModel",
     "AutoModelForPreTraining": "modeling_automlm.AutoMLMForPreTraining",
 }
 
+# Fields that describe the backbone and its tokenizer rather than the training objective: they are filled in when
+# the model is built, never set by hand in a training run.
+BACKBONE_FIELDS = ("encoder_config", "mask_token_id", "special_token_ids")
 
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One field of [`AutoMLMConfig`] as its ``__init__`` signature and its docstring declare it.
+
+    The trainer's settings and the model card are derived from these, so each field's name, type, default, choices
+    and description are written once, in `AutoMLMConfig`.
+    """
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+
+    @property
+    def choices(self) -> tuple[Any, ...] | None:
+        """The allowed values of a ``Literal`` field, else None."""
+        return typing.get_args(self.type) if typing.get_origin(self.type) is Literal else None
+
+    @property
+    def summary(self) -> str:
+        """The first sentence of the description."""
+        for match in re.finditer(r"\.(\s|$)", self.help):
+            if not self.help[: match.start()].endswith(("e.g", "i.e")):
+                return self.help[: match.start() + 1]
+        return self.help
+
+
+def _docstring_args(docstring: str) -> dict[str, str]:
+    """``{name: description}`` from the ``Args:`` section of a transformers-style docstring."""
+    lines = docstring.partition("Args:")[2].splitlines()
+    entries: dict[str, list[str]] = {}
+    for line in lines:
+        header = re.match(r"^ {8}(\w+) \(.*\):\s*$", line)
+        if header:
+            entries[header.group(1)] = []
+        elif line.startswith(" " * 12) and entries:
+            entries[next(reversed(entries))].append(line.strip())
+    return {name: re.sub(r"``(.+?)``", r"`\1`", " ".join(text)) for name, text in entries.items()}
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
 
@@ -51,6 +94,10 @@ class AutoMLMConfig(PreTrainedConfig):
 
     The paper (Xu et al., 2022) publishes neither code nor the values below; where it gives no value the default is
     this project's choice, measured in ``docs/RESULTS.md``.
+
+    Each field is declared once, here: `automlm-train`'s settings and the model card take the names, types, defaults
+    and descriptions of the objective's fields from the signature of ``__init__`` and the entries below
+    ([`AutoMLMConfig.objective_fields`]), so keep the ``name (`type`, ...):`` layout of each entry.
 
     Args:
         encoder_config (`PreTrainedConfig` or `dict`, *optional*):
@@ -192,13 +239,17 @@ class AutoMLMConfig(PreTrainedConfig):
         """Whether a forward pass of [`AutoMLMForPreTraining`] masks tokens."""
         return self.auto_mlm_weight > 0 or self.mlm_weight > 0
 
+    @classmethod
+    def objective_fields(cls) -> tuple[ConfigField, ...]:
+        """The fields that define the training objective and the pooling (all but `BACKBONE_FIELDS`), in signature
+        order, with the type and default of ``__init__`` and the description of the class docstring."""
+        return _objective_fields(cls)
+
     def validate_fields(self) -> None:
         """Check every field; raise a `ValueError` naming the field and the allowed values."""
-        _check_choice("pooling", self.pooling, POOLING_MODES)
-        _check_choice("masking_scheme", self.masking_scheme, MASKING_SCHEMES)
-        _check_choice("mask_replacement", self.mask_replacement, MASK_REPLACEMENTS)
-        _check_choice("head_fusion", self.head_fusion, HEAD_FUSIONS)
-        _check_choice("head_input", self.head_input, HEAD_INPUTS)
+        for spec in self.objective_fields():
+            if spec.choices is not None:
+                _check_choice(spec.name, getattr(self, spec.name), spec.choices)
         for name in ("contrastive_weight", "auto_mlm_weight", "mlm_weight"):
             _check_range(name, getattr(self, name), 0.0, float("inf"))
         if self.contrastive_weight == 0 and self.auto_mlm_weight == 0 and self.mlm_weight == 0:
@@ -227,3 +278,17 @@ class AutoMLMConfig(PreTrainedConfig):
             raise ValueError(
                 f"`head_num_attention_heads` ({heads}) must divide the hidden size ({hidden}); set it explicitly."
             )
+
+
+@functools.cache
+def _objective_fields(config_class: type[AutoMLMConfig]) -> tuple[ConfigField, ...]:
+    types = typing.get_type_hints(config_class.__init__)
+    descriptions = _docstring_args(config_class.__doc__ or "")
+    parameters = inspect.signature(config_class.__init__).parameters.values()
+    return tuple(
+        ConfigField(name=p.name, type=types[p.name], default=p.default, help=descriptions.get(p.name, ""))
+        for p in parameters
+        if p.default is not inspect.Parameter.empty
+        and p.kind is p.POSITIONAL_OR_KEYWORD
+        and p.name not in BACKBONE_FIELDS
+    )

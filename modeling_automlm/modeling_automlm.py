@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from transformers import (
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_automlm import AutoMLMConfig
+from .configuration_automlm import AutoMLMConfig, PoolingMode
 from .masking import IGNORE_INDEX, mask_tokens
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, mode: st
     if mode == "max":
         fill = torch.finfo(last_hidden_state.dtype).min
         return last_hidden_state.masked_fill(mask == 0, fill).max(dim=1).values
-    raise ValueError(f"Unknown pooling mode {mode!r}; expected 'mean', 'cls' or 'max'.")
+    raise ValueError(f"Unknown pooling mode {mode!r}; expected one of {list(typing.get_args(PoolingMode))}.")
 
 
 def _distributed_world() -> tuple[int, int]:
@@ -361,48 +362,53 @@ class AutoMLMPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_backbone(
         cls,
-        backbone: str | os.PathLike | PreTrainedModel,
+        backbone: str | os.PathLike | PreTrainedModel | PreTrainedConfig,
         tokenizer: Any | None = None,
         *,
         backbone_kwargs: dict[str, Any] | None = None,
         **config_kwargs: Any,
     ) -> AutoMLMPreTrainedModel:
-        """Build an Auto-MLM model around a pretrained encoder, copying its weights.
+        """Build an Auto-MLM model for any kind of backbone: the one constructor for pretraining.
 
         Args:
-            backbone: a Hub id or local folder of an encoder (e.g. ``"xlm-roberta-base"``), or an encoder model.
-            tokenizer: the backbone's tokenizer; loaded from ``backbone`` when it is a name or a folder. Its mask
-                token and special tokens are recorded in the config.
-            backbone_kwargs: extra arguments for ``AutoModel.from_pretrained`` / ``AutoTokenizer.from_pretrained``
-                (``revision``, ``cache_dir``, ...).
+            backbone: one of
+                - a Hub id or local folder of an encoder (e.g. ``"xlm-roberta-base"``): its weights are copied;
+                - an encoder model object: its weights are copied;
+                - an encoder config (e.g. ``BertConfig(...)``): a new encoder with random weights (from scratch);
+                - a Hub id or local folder of an Auto-MLM model: loaded as it is, to continue training it, with the
+                  fields of `config_kwargs` overriding its config.
+            tokenizer: the backbone's tokenizer; its mask token and special tokens are recorded in the config.
+                Loaded from ``backbone`` when it is a name or a folder; required for a model object or a config.
+            backbone_kwargs: extra arguments for the ``from_pretrained`` calls (``revision``, ``cache_dir``, ...).
             **config_kwargs: fields of [`AutoMLMConfig`] (``pooling``, ``auto_mlm_weight``, ...).
 
         Example:
             >>> model = AutoMLMForPreTraining.from_backbone("xlm-roberta-base", pooling="mean", auto_mlm_weight=0.1)
         """
         backbone_kwargs = dict(backbone_kwargs or {})
-        if isinstance(backbone, PreTrainedModel):
-            encoder = backbone
-            if tokenizer is None:
-                raise ValueError("Pass the backbone's `tokenizer` when `backbone` is a model object.")
-        else:
-            encoder_config = AutoConfig.from_pretrained(backbone, **backbone_kwargs)
-            check_encoder_config(encoder_config)
+        if isinstance(backbone, (str, os.PathLike)):
+            config_dict, _ = PreTrainedConfig.get_config_dict(backbone, **backbone_kwargs)
+            if config_dict.get("model_type") == AutoMLMConfig.model_type:
+                return cls.from_pretrained(backbone, **backbone_kwargs, **config_kwargs)
+            check_encoder_config(AutoConfig.from_pretrained(backbone, **backbone_kwargs))  # before any weight loads
             if tokenizer is None:
                 tokenizer = AutoTokenizer.from_pretrained(backbone, **backbone_kwargs)
-            encoder = AutoModel.from_pretrained(backbone, **backbone_kwargs)
-        check_encoder_config(encoder.config)
+            backbone = AutoModel.from_pretrained(backbone, **backbone_kwargs)
+        if tokenizer is None:
+            raise ValueError("Pass the backbone's `tokenizer` when `backbone` is a model or a config object.")
+        encoder_config = backbone if isinstance(backbone, PreTrainedConfig) else backbone.config
+        check_encoder_config(encoder_config)
         config_kwargs.setdefault("mask_token_id", tokenizer.mask_token_id)
         config_kwargs.setdefault("special_token_ids", special_token_ids_of(tokenizer))
-        config = AutoMLMConfig(encoder_config=encoder.config, **config_kwargs)
-        model = cls(config)
-        base = model if isinstance(model, AutoMLMModel) else getattr(model, cls.base_model_prefix)
-        missing, unexpected = base.encoder.load_state_dict(encoder.state_dict(), strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"Could not copy the backbone's weights (missing {missing}, unexpected {unexpected}); "
-                "this is a bug, please report it with the backbone's name."
-            )
+        model = cls(AutoMLMConfig(encoder_config=encoder_config, **config_kwargs))
+        if isinstance(backbone, PreTrainedModel):
+            base = model if isinstance(model, AutoMLMModel) else getattr(model, cls.base_model_prefix)
+            missing, unexpected = base.encoder.load_state_dict(backbone.state_dict(), strict=False)
+            if missing or unexpected:
+                raise ValueError(
+                    f"Could not copy the backbone's weights (missing {missing}, unexpected {unexpected}); "
+                    "this is a bug, please report it with the backbone's name."
+                )
         return model
 
 
@@ -547,6 +553,25 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
             generator=generator,
         )
 
+    def joint_loss(
+        self,
+        cl_loss: torch.Tensor | None = None,
+        auto_mlm_loss: torch.Tensor | None = None,
+        mlm_loss: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The weighted sum `contrastive_weight * cl_loss + auto_mlm_weight * auto_mlm_loss + mlm_weight * mlm_loss`
+        over the terms given (None terms are left out), as a float32 scalar: the one place the terms are summed."""
+        config = self.config
+        total = torch.zeros((), dtype=torch.float32, device=self.device)
+        for weight, loss in (
+            (config.contrastive_weight, cl_loss),
+            (config.auto_mlm_weight, auto_mlm_loss),
+            (config.mlm_weight, mlm_loss),
+        ):
+            if loss is not None:
+                total = total + weight * loss
+        return total
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -559,6 +584,7 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
         mlm_labels: torch.LongTensor | None = None,
         word_ids: torch.LongTensor | None = None,
         special_tokens_mask: torch.Tensor | None = None,
+        compute_contrastive_loss: bool = True,
         return_dict: bool | None = None,
     ) -> AutoMLMForPreTrainingOutput | tuple[torch.Tensor, ...]:
         """Compute the joint loss for a batch of sentences.
@@ -576,6 +602,9 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
             word_ids: `(batch, seq_len)` word index of each token, -1 for special tokens (whole-word masking).
             special_tokens_mask: `(batch, seq_len)`, 1 at tokens never to mask; defaults to
                 `config.special_token_ids`.
+            compute_contrastive_loss: with False, the contrastive term is left to the caller: both views are still
+                encoded and returned, but `cl_loss` is None and `loss` holds the masked-LM terms only. For callers
+                that compute InfoNCE over a larger batch from the returned embeddings (GradCache).
         """
         config = self.config
         if attention_mask is None:
@@ -610,12 +639,10 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
         embeddings = encoded.sentence_embedding.split(batch)
         losses: dict[str, torch.Tensor | None] = {"cl_loss": None, "auto_mlm_loss": None, "mlm_loss": None}
         accuracies: dict[str, torch.Tensor | None] = {"auto_mlm_accuracy": None, "mlm_accuracy": None}
-        total = encoded.sentence_embedding.new_zeros((), dtype=torch.float32)
-        if config.contrastive_weight > 0:
+        if config.contrastive_weight > 0 and compute_contrastive_loss:
             losses["cl_loss"] = contrastive_loss(
                 embeddings[0], embeddings[1], config.contrastive_temperature, config.gather_across_processes
             )
-            total = total + config.contrastive_weight * losses["cl_loss"]
 
         masked_states = encoded.last_hidden_state[-batch:, :seq_len] if contextual_masked else None
         embedding_weight = self.get_input_embeddings().weight
@@ -629,14 +656,12 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
                 token_states, sentence_vector, attention_mask, mlm_labels, embedding_weight
             )
             losses["auto_mlm_loss"], accuracies["auto_mlm_accuracy"] = loss, accuracy
-            total = total + config.auto_mlm_weight * loss
         if self.mlm_head is not None:
             loss, accuracy = masked_lm_loss(self.mlm_head, masked_states, mlm_labels, embedding_weight)
             losses["mlm_loss"], accuracies["mlm_accuracy"] = loss, accuracy
-            total = total + config.mlm_weight * loss
 
         output = AutoMLMForPreTrainingOutput(
-            loss=total,
+            loss=self.joint_loss(**losses),
             **losses,
             **accuracies,
             sentence_embedding=embeddings[0],

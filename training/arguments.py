@@ -21,9 +21,23 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def with_objective_fields(cls: type) -> type:
+    """Add one setting per objective field of [`AutoMLMConfig`] to `cls` (before `@dataclass` runs): the name, type,
+    default and help text are the config's own (its ``__init__`` signature and docstring), so they are written once.
+    A ``Literal`` type becomes the argument's choices."""
+    for spec in AutoMLMConfig.objective_fields():
+        cls.__annotations__[spec.name] = spec.type
+        # argparse formats help strings with `%`: keep the config's "80%" literal.
+        setattr(cls, spec.name, field(default=spec.default, metadata={"help": spec.help.replace("%", "%%")}))
+    return cls
+
+
 @dataclass
+@with_objective_fields
 class ModelArguments:
-    """What to train: the backbone and the Auto-MLM objective (every `AutoMLMConfig` field can be set here)."""
+    """What to train: the backbone and the Auto-MLM objective (every objective field of `AutoMLMConfig`, such as
+    `pooling`, `auto_mlm_weight` or `head_fusion`, is a setting of the same name, added by `with_objective_fields`).
+    """
 
     backbone: str = field(
         default="scratch",
@@ -41,30 +55,10 @@ class ModelArguments:
     tokenizer_vocab_size: int = field(
         default=16000, metadata={"help": "Vocabulary of the WordPiece tokenizer trained for a model from scratch."}
     )
-    pooling: Literal["mean", "cls", "max"] = field(default="mean", metadata={"help": "Sentence pooling."})
-    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalise sentence embeddings."})
-    contrastive_weight: float = field(default=1.0, metadata={"help": "Weight of the contrastive loss."})
-    contrastive_temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature."})
-    gather_across_processes: bool = field(default=True, metadata={"help": "Negatives from every process."})
-    auto_mlm_weight: float = field(default=0.1, metadata={"help": "Lambda of CL + lambda * Auto-MLM."})
-    mlm_weight: float = field(default=0.0, metadata={"help": "Weight of plain MLM (the CL + MLM baseline)."})
-    mask_probability: float = field(default=0.15, metadata={"help": "Share of tokens selected for prediction."})
-    masking_scheme: Literal["random", "whole_word"] = field(default="random", metadata={"help": "Token selection."})
-    mask_replacement: Literal["bert", "mask"] = field(default="bert", metadata={"help": "80/10/10 or all [MASK]."})
-    head_num_layers: int = field(default=1, metadata={"help": "Transformer layers of the Auto-MLM head."})
-    head_fusion: Literal["prepend", "add", "concat"] = field(default="concat", metadata={"help": "Head fusion."})
-    head_input: Literal["token_embeddings", "contextual"] = field(
-        default="token_embeddings", metadata={"help": "What the Auto-MLM head reads besides the sentence vector."}
-    )
 
     def config_fields(self) -> dict[str, Any]:
         """The `AutoMLMConfig` fields set here."""
-        names = {
-            "pooling", "normalize_embeddings", "contrastive_weight", "contrastive_temperature",
-            "gather_across_processes", "auto_mlm_weight", "mlm_weight", "mask_probability", "masking_scheme",
-            "mask_replacement", "head_num_layers", "head_fusion", "head_input",
-        }  # fmt: skip
-        return {name: getattr(self, name) for name in sorted(names)}
+        return {spec.name: getattr(self, spec.name) for spec in AutoMLMConfig.objective_fields()}
 
     def __post_init__(self) -> None:
         _require(self.backbone.strip() != "", "`backbone` is empty: use 'scratch' or a model id or folder.")
@@ -233,7 +227,9 @@ def parse_args(
     """Parse `[--config FILE ...] [--field value ...]`: the files' values in order (a later file overrides an earlier
     one, e.g. a protocol file then a variant file), overridden by the command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(ARGUMENT_CLASSES, description="Self-supervised Auto-MLM pretraining.")
+    parser = HfArgumentParser(
+        ARGUMENT_CLASSES, prog="automlm-train", description="Self-supervised Auto-MLM pretraining."
+    )
     parser.add_argument("--config", type=str, action="append", help="YAML or JSON settings file (repeatable).")
     settings: dict[str, Any] = {}
     while "--config" in argv:

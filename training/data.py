@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -15,6 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
+
+from corpora.chatterbot import chatterbot_languages, read_chatterbot_language
+from corpora.files import read_jsonl, read_lines
 
 from .arguments import EMBEDDED_CORPUS, DataArguments
 
@@ -62,10 +64,7 @@ class Corpus:
 # ----------------------------------------------------------------------------------------------------------------
 def read_embedded_corpus(corpus: Corpus) -> None:
     """Every utterance of the `chatterbot-corpus` package (BSD-3-Clause), with its language code."""
-    from .benchmark_data import CHATTERBOT_LANGUAGE_CODES, chatterbot_data_dir, read_chatterbot_language
-
-    for folder in sorted(path for path in chatterbot_data_dir().iterdir() if path.is_dir()):
-        language = CHATTERBOT_LANGUAGE_CODES.get(folder.name, folder.name)
+    for language, folder in chatterbot_languages().items():
         for utterance in read_chatterbot_language(folder).utterances:
             corpus.add(utterance, language)
     corpus.sources.append(
@@ -79,16 +78,8 @@ def read_embedded_corpus(corpus: Corpus) -> None:
 
 
 def _read_text_file(path: Path, corpus: Corpus, language: str) -> None:
-    with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {line_number}: not valid UTF-8 ({error.reason} at byte {error.start}); "
-                    "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
-                ) from error
-            corpus.add(line, language)
+    for _, line in read_lines(path):
+        corpus.add(line, language)
 
 
 def _row_language(row: dict[str, Any], args: DataArguments, default: str, where: str) -> str:
@@ -120,21 +111,9 @@ def _read_table(path: Path, corpus: Corpus, args: DataArguments, language: str) 
         except UnicodeDecodeError as error:
             raise ValueError(f"{path}: not valid UTF-8 ({error.reason}); re-encode the file as UTF-8.") from error
     else:
-        rows = []
-        with path.open("rb") as handle:
-            for line_number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    rows.append((line_number, json.loads(raw.decode("utf-8"))))
-                except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                    raise ValueError(
-                        f"{path}, line {line_number}: not a valid UTF-8 JSON object ({error})."
-                    ) from error
+        rows = read_jsonl(path)
     for number, row in rows:
         where = f"{path}, row {number}"
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a JSON object with a `{args.text_column}` field.")
         corpus.add(_row_text(row, args, where), _row_language(row, args, language, where))
 
 
@@ -263,10 +242,8 @@ class StreamingSentences(IterableDataset):
         self.stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
         self.text_column = args.text_column
         self.name = args.dataset_name
-        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
         self.stream.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[dict[str, str]]:
@@ -282,22 +259,16 @@ class StreamingSentences(IterableDataset):
 
 
 class SentenceDataset(Dataset):
-    """Map-style dataset of `{"text": ...}` items (optionally with a `"positive"`)."""
+    """Map-style dataset of `{"text": ...}` items."""
 
-    def __init__(self, texts: list[str], positives: list[str] | None = None) -> None:
-        if positives is not None and len(positives) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(positives)} positives; they must pair up one to one.")
+    def __init__(self, texts: list[str]) -> None:
         self.texts = texts
-        self.positives = positives
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def __getitem__(self, index: int) -> dict[str, str]:
-        item = {"text": self.texts[index]}
-        if self.positives is not None:
-            item["positive"] = self.positives[index]
-        return item
+        return {"text": self.texts[index]}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["grad_cache_step"]
 
+# The outputs that are means over the masked tokens (of the chunk, for one chunk's forward).
+MASKED_LM_KEYS = ("auto_mlm_loss", "mlm_loss", "auto_mlm_accuracy", "mlm_accuracy")
+
 
 @dataclass
 class _RandomState:
@@ -72,21 +75,6 @@ def _unwrap(model: nn.Module) -> AutoMLMForPreTraining:
             f"got {type(model).__name__}."
         )
     return module
-
-
-@contextlib.contextmanager
-def _local_contrastive_loss(module: AutoMLMForPreTraining) -> Iterator[None]:
-    """Keep the chunk forwards from gathering candidates across processes.
-
-    The chunks' own contrastive losses are never used (the loss comes from the full batch), so gathering for them
-    would only add one collective call per chunk.
-    """
-    saved = module.config.gather_across_processes
-    module.config.gather_across_processes = False
-    try:
-        yield
-    finally:
-        module.config.gather_across_processes = saved
 
 
 def _chunks(batch: dict[str, torch.Tensor], batch_size: int, chunk_size: int) -> list[dict[str, torch.Tensor]]:
@@ -166,14 +154,15 @@ def grad_cache_step(
     else:
         shares = [0.0] * len(chunks)
 
-    # 1. Embeddings of every chunk, without a graph; the random state of each chunk is kept for the replay.
+    # 1. Embeddings of every chunk, without a graph; the random state of each chunk is kept for the replay. The
+    # chunks' own contrastive losses would be of no use (the loss is the full batch's), so none is computed.
     states: list[_RandomState] = []
     anchors, positives = [], []
     if with_contrastive:
-        with torch.no_grad(), _local_contrastive_loss(module):
+        with torch.no_grad():
             for chunk in chunks:
                 states.append(_RandomState.capture(input_ids.device))
-                output = model(**chunk)
+                output = model(**chunk, compute_contrastive_loss=False)
                 anchors.append(output.sentence_embedding)
                 positives.append(output.positive_embedding)
 
@@ -188,47 +177,37 @@ def grad_cache_step(
             cl_loss = contrastive_loss(
                 anchor_cache, positive_cache, config.contrastive_temperature, config.gather_across_processes
             )
-            (config.contrastive_weight * cl_loss).backward()
+            module.joint_loss(cl_loss=cl_loss).backward()
         anchor_grads = anchor_cache.grad.split(chunk_size)
         positive_grads = positive_cache.grad.split(chunk_size)
 
-    # 3. Each chunk again, with its dropout masks, backpropagating the cached gradients and its masked-LM terms.
-    sums = {"auto_mlm_loss": 0.0, "mlm_loss": 0.0, "auto_mlm_accuracy": 0.0, "mlm_accuracy": 0.0}
+    # 3. Each chunk again, with its dropout masks, backpropagating the cached gradients and its masked-LM terms
+    # (the chunk's `loss`: the weighted masked-LM terms, without the contrastive one).
+    masked_lm: dict[str, torch.Tensor | None] = dict.fromkeys(MASKED_LM_KEYS)
     no_sync = getattr(model, "no_sync", None)
     for index, chunk in enumerate(chunks):
         last = index == len(chunks) - 1
         replay = states[index].replay() if with_contrastive else contextlib.nullcontext()
         sync = contextlib.nullcontext() if last or no_sync is None else no_sync()
-        with replay, sync, _local_contrastive_loss(module), torch.enable_grad():
-            output = model(**chunk)
-            surrogate = output.sentence_embedding.new_zeros((), dtype=torch.float32)
+        with replay, sync, torch.enable_grad():
+            output = model(**chunk, compute_contrastive_loss=False)
+            surrogate = shares[index] * output.loss
             if with_contrastive:
                 surrogate = surrogate + (output.sentence_embedding.float() * anchor_grads[index]).sum()
                 surrogate = surrogate + (output.positive_embedding.float() * positive_grads[index]).sum()
-            for name, weight in (("auto_mlm", config.auto_mlm_weight), ("mlm", config.mlm_weight)):
-                loss = getattr(output, f"{name}_loss")
-                if loss is not None:
-                    surrogate = surrogate + weight * shares[index] * loss
-                    sums[f"{name}_loss"] += shares[index] * loss.detach()
-                    sums[f"{name}_accuracy"] += shares[index] * getattr(output, f"{name}_accuracy")
             surrogate.backward()
+        for key, total in masked_lm.items():
+            value = getattr(output, key)
+            if value is not None:
+                masked_lm[key] = shares[index] * value.detach() + (0.0 if total is None else total)
         if not with_contrastive:
             anchors.append(output.sentence_embedding.detach())
 
-    device = input_ids.device
-    parts: dict[str, torch.Tensor | None] = {"cl_loss": None if cl_loss is None else cl_loss.detach()}
-    for name, weight in (("auto_mlm", config.auto_mlm_weight), ("mlm", config.mlm_weight)):
-        for key in (f"{name}_loss", f"{name}_accuracy"):
-            parts[key] = torch.as_tensor(sums[key], device=device) if weight > 0 else None
-    weights = {"cl_loss": config.contrastive_weight, "auto_mlm_loss": config.auto_mlm_weight}
-    weights["mlm_loss"] = config.mlm_weight
-    total = torch.zeros((), dtype=torch.float32, device=device)
-    for key, weight in weights.items():
-        if parts[key] is not None:
-            total = total + weight * parts[key]
+    cl_loss = None if cl_loss is None else cl_loss.detach()
     return AutoMLMForPreTrainingOutput(
-        loss=total,
-        **parts,
+        loss=module.joint_loss(cl_loss, masked_lm["auto_mlm_loss"], masked_lm["mlm_loss"]),
+        cl_loss=cl_loss,
+        **masked_lm,
         sentence_embedding=torch.cat(anchors).detach(),
         positive_embedding=torch.cat(positives).detach() if with_contrastive else None,
     )

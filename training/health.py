@@ -18,3 +18,10 @@ def uniformity(embeddings: torch.Tensor, t: float = 2.0) -> float:
     if len(embeddings) < 2:
         return float("nan")
     return torch.pdist(embeddings, p=2).pow(2).mul(-t).exp().mean().log().item()
+
+
+def embedding_health(anchors: torch.Tensor, positives: torch.Tensor | None = None) -> dict[str, float]:
+    """``{"alignment": ..., "uniformity": ...}`` of a batch's embeddings (alignment only with positives)."""
+    health = {} if positives is None else {"alignment": alignment(anchors.detach(), positives.detach())}
+    health["uniformity"] = uniformity(anchors.detach())
+    return health

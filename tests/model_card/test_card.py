@@ -215,3 +215,29 @@ def test_usage_snippets_run(export_dir, tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "<model card>", "exec"), {"__name__": "__card__"})
     assert (tmp_path / "automlm-finetuned" / "model.safetensors").is_file()
+
+
+def test_training_curves_have_one_panel_per_quantity_and_none_for_the_eta():
+    from model_card.curves import curve_panels
+
+    history = [
+        {"step": 10, "loss": 5.5, "cl_loss": 2.0, "auto_mlm_accuracy": 0.02, "learning_rate": 3e-4, "eta_s": 120.0,
+         "sentences_per_s": 40.0, "tokens_per_s": 900.0, "alignment": 0.4, "uniformity": -2.5, "mlm_loss": None},
+        {"step": 20, "loss": 4.5, "dev_ndcg@10": 0.31},
+    ]  # fmt: skip
+    panels = curve_panels(history)
+    assert list(panels) == [
+        "Losses", "Masked-token accuracy", "Learning rate", "Alignment and uniformity", "Throughput", "Dev evaluation"
+    ]  # fmt: skip
+    assert panels["Losses"]["loss"] == ([10, 20], [5.5, 4.5]) and "mlm_loss" not in panels["Losses"]
+    assert list(panels["Masked-token accuracy"]) == ["auto_mlm_accuracy"]  # not on the axis of sentences/s
+    assert list(panels["Throughput"]) == ["sentences_per_s", "tokens_per_s"]
+    assert all("eta_s" not in series for series in panels.values())
+
+
+def test_objective_table_reads_the_config_fields(export_dir):
+    from modeling_automlm import AutoMLMConfig
+
+    text = generate_model_card(export_dir, write=False)
+    for spec in AutoMLMConfig.objective_fields():
+        assert f"| `{spec.name}` |" in text and spec.summary in text

@@ -57,12 +57,14 @@ class FakeHfApi:
 
 
 @pytest.fixture
-def fake_hub(monkeypatch):
+def fake_hub(monkeypatch, tmp_path):
     FakeHfApi.calls = []
     FakeHfApi.fail_with = None
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)  # no stored login: tests never see a real token
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    # No stored login and no token in the environment: tests never see a real token.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
     return FakeHfApi
 
 

@@ -72,3 +72,26 @@ def test_round_trip_keeps_every_field(make_config, tmp_path):
     for field in ("pooling", "head_fusion", "head_num_layers", "mlm_weight", "masking_scheme", "special_token_ids"):
         assert getattr(loaded, field) == getattr(config, field)
     assert loaded.encoder_config.to_dict() == config.encoder_config.to_dict()
+
+
+def test_objective_fields_are_the_signature_with_the_docstring():
+    """Each objective field is declared once, in `AutoMLMConfig.__init__`; its docstring entry agrees with it."""
+    import ast
+    import inspect
+    import re
+
+    from modeling_automlm.configuration_automlm import BACKBONE_FIELDS
+
+    parameters = inspect.signature(AutoMLMConfig.__init__).parameters
+    fields = {spec.name: spec for spec in AutoMLMConfig.objective_fields()}
+    assert list(fields) == [name for name in parameters if name not in {"self", "kwargs", *BACKBONE_FIELDS}]
+    assert fields["pooling"].choices == ("mean", "cls", "max")
+    assert fields["auto_mlm_weight"].choices is None
+    for name, spec in fields.items():
+        assert spec.default == parameters[name].default
+        assert spec.help and spec.summary.endswith("."), name
+        documented = re.search(rf"^ {{8}}{name} \(.*defaults to `?(.+?)`?\):$", AutoMLMConfig.__doc__, re.MULTILINE)
+        if documented:  # a field without "defaults to" is documented as optional (None)
+            assert ast.literal_eval(documented.group(1)) == spec.default, name
+        else:
+            assert spec.default is None, name

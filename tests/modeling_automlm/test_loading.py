@@ -144,3 +144,20 @@ def test_installed_package_loads_without_the_flag(make_model, batch, tmp_path):
         torch.testing.assert_close(base(**batch).sentence_embedding, model.automlm(**batch).sentence_embedding)
         for name, tensor in model.state_dict().items():
             torch.testing.assert_close(full.state_dict()[name], tensor, msg=name)
+
+
+def test_from_backbone_builds_from_a_config_and_continues_an_automlm_folder(make_model, tokenizer, tmp_path):
+    """The one constructor also takes an encoder config (from scratch) and an Auto-MLM folder (continued)."""
+    encoder_config = tiny_encoder_config("bert", len(tokenizer), tokenizer.pad_token_id)
+    scratch = AutoMLMForPreTraining.from_backbone(encoder_config, tokenizer, pooling="max")
+    assert scratch.config.encoder_config.hidden_size == 32 and scratch.config.pooling == "max"
+    assert scratch.config.mask_token_id == tokenizer.mask_token_id
+    with pytest.raises(ValueError, match="tokenizer"):
+        AutoMLMForPreTraining.from_backbone(encoder_config)
+
+    trained = make_model(auto_mlm_weight=0.1)
+    trained.save_pretrained(tmp_path)
+    continued = AutoMLMForPreTraining.from_backbone(str(tmp_path), tokenizer, auto_mlm_weight=0.3, mlm_weight=0.2)
+    assert (continued.config.auto_mlm_weight, continued.config.mlm_weight) == (0.3, 0.2)
+    for name, tensor in trained.automlm.state_dict().items():
+        torch.testing.assert_close(continued.automlm.state_dict()[name], tensor, msg=name)

@@ -191,3 +191,17 @@ def test_auto_mlm_gradient_flows_through_the_sentence_vector(make_model, batch):
     model(**batch).loss.backward()
     layer = model.automlm.encoder.encoder.layer[-1].output.dense.weight
     assert layer.grad is not None and layer.grad.abs().sum() > 0
+
+
+def test_contrastive_term_left_to_the_caller(make_model, masked_batch):
+    """`compute_contrastive_loss=False` (GradCache's chunks): both views are returned, the loss is the masked-LM
+    terms only, and `joint_loss` adds the contrastive term back with its weight."""
+    batch, masked, labels = masked_batch
+    model = make_model(contrastive_weight=0.7, auto_mlm_weight=0.3, mlm_weight=0.5).eval()
+    with torch.no_grad():
+        full = model(**batch, masked_input_ids=masked, mlm_labels=labels)
+        partial = model(**batch, masked_input_ids=masked, mlm_labels=labels, compute_contrastive_loss=False)
+    assert partial.cl_loss is None and partial.positive_embedding is not None
+    assert partial.loss.item() == pytest.approx(0.3 * full.auto_mlm_loss.item() + 0.5 * full.mlm_loss.item(), rel=1e-6)
+    rebuilt = model.joint_loss(full.cl_loss, partial.auto_mlm_loss, partial.mlm_loss)
+    assert rebuilt.item() == pytest.approx(full.loss.item(), rel=1e-6)

@@ -76,3 +76,23 @@ def test_several_config_files_apply_in_order(tmp_path):
     (tmp_path / "variant.yaml").write_text("model:\n  auto_mlm_weight: 0.0\n  mlm_weight: 0.1\n")
     model, _, _ = parse_args(["--config", str(tmp_path / "protocol.yaml"), "--config", str(tmp_path / "variant.yaml")])
     assert (model.hidden_size, model.auto_mlm_weight, model.mlm_weight) == (128, 0.0, 0.1)
+
+
+def test_objective_settings_are_derived_from_the_config():
+    """Every objective field of `AutoMLMConfig` is a setting of the same name, default, help text and choices."""
+    import dataclasses
+
+    from transformers import HfArgumentParser
+
+    from modeling_automlm import AutoMLMConfig
+    from training.arguments import ModelArguments
+
+    settings = {f.name: f for f in dataclasses.fields(ModelArguments)}
+    for spec in AutoMLMConfig.objective_fields():
+        assert settings[spec.name].default == spec.default
+        assert settings[spec.name].metadata["help"] == spec.help.replace("%", "%%")
+    assert set(ModelArguments().config_fields()) == {spec.name for spec in AutoMLMConfig.objective_fields()}
+    help_text = HfArgumentParser(ModelArguments).format_help()
+    assert "{prepend,add,concat}" in help_text and "80% of the time" in help_text
+    with pytest.raises(SystemExit):  # argparse names the bad choice and the allowed ones
+        parse_args(["--head_fusion", "multiply"])

@@ -16,7 +16,8 @@ from transformers import AutoModel
 
 from tests.conftest import SENTENCES, tiny_encoder_config
 from training.arguments import parse_args
-from training.train import COMPLETE_MARKER, complete_checkpoints, train
+from training.checkpoints import COMPLETE_MARKER, complete_checkpoints
+from training.train import train
 
 TINY = [
     "--num_hidden_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2", "--intermediate_size", "64",
@@ -65,6 +66,24 @@ def test_an_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(corpus
     (tmp_path / "out" / "checkpoints" / "checkpoint-5" / COMPLETE_MARKER).write_text("{}")
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train(*parse_args(run_args(corpus_file, tmp_path / "out")))
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "folder without a model", "Hub id not in the cache"])
+def test_a_backbone_that_cannot_be_loaded_ends_the_command_with_one_line(corpus_file, tmp_path, kind):
+    from training.train import main
+
+    backbone = {
+        "missing folder": str(tmp_path / "no" / "such-encoder"),
+        "folder without a model": str(tmp_path),
+        "Hub id not in the cache": "automlm-tests/not-in-any-cache",  # HF_HUB_OFFLINE=1 (tests/conftest.py)
+    }[kind]
+    with pytest.raises(SystemExit) as stopped:
+        main(run_args(corpus_file, tmp_path / "out", "--backbone", backbone))
+    message = str(stopped.value.code)
+    assert message.startswith(f"automlm-train: --backbone {backbone}: ") and "\n" not in message
+    assert "'scratch'" in message  # the fix is named
+    if kind == "Hub id not in the cache":
+        assert "HF_HUB_OFFLINE=1" in message
 
 
 def test_only_complete_checkpoints_count(tmp_path):
@@ -131,7 +150,7 @@ def test_streaming_a_dataset_larger_than_memory(tmp_path):
 
 
 def test_resuming_from_scratch_reuses_the_run_tokenizer(corpus_file, tmp_path):
-    from training.train import build_tokenizer
+    from training.model import build_tokenizer
 
     model_args, data_args, _ = parse_args(run_args(corpus_file, tmp_path / "out"))
     folder = tmp_path / "out" / "tokenizer"

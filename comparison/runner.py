@@ -1,0 +1,225 @@
+"""``automlm-compare``: train and evaluate every ablation variant over several seeds, then write the report.
+
+Every variant shares the protocol file (backbone shape, data, steps, batch size); a variant file next to it
+(``<variant>.yaml``) changes only the objective. Each run is ``python -m training.train --config PROTOCOL --config
+VARIANT --seed S`` in a subprocess, then `evaluation.evaluate.evaluate_model` on every evaluation set at one maximum
+sequence length. Finished runs are reused, so an interrupted comparison continues where it stopped. Paths are
+relative to the working folder: run it from the repository root.
+
+CPU (what docs/RESULTS.md reports; 2 cores, about an hour)::
+
+    automlm-compare --protocol configs/ablations/protocol-cpu.yaml --workers 2
+
+GPU (XLM-R base on your own unlabelled text; needs the Hub)::
+
+    automlm-compare --protocol configs/ablations/protocol-xlmr-gpu.yaml --workers 1 \\
+        --runs-dir runs/comparison-gpu --report docs/RESULTS-gpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from evaluation.evaluate import evaluate_model
+from evaluation.report import write_results
+
+from .report import HEALTH_KEYS, Results, render_report
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = [
+    "cl_automlm",  # the method: lambda 0.1, prepend fusion, head reads token embeddings
+    "cl_automlm_lambda1",
+    "cl_only",  # SimCSE
+    "cl_mlm",
+    "auto_mlm_only",
+    "cl_automlm_add",
+    "cl_automlm_concat",
+    "cl_automlm_contextual",
+]
+# (name, folder under --data-dir, cross-lingual pivot or None)
+EVAL_SETS = [
+    ("debian-reference", "debian-reference", None),
+    ("debian-reference-xling", "debian-reference", "en"),
+    ("chatterbot-qa", "chatterbot-qa", None),
+]
+# The untrained twin of every run: the same shape and tokenizer recipe with no training step, in a subprocess like
+# the training runs, so that the global torch RNG is not shared with the other worker thread.
+_UNTRAINED = (
+    "import sys; from pathlib import Path\n"
+    "from training.arguments import parse_args\n"
+    "from training.train import export_untrained\n"
+    "m, d, t = parse_args(sys.argv[1:]); out = Path(t.output_dir)\n"
+    "export_untrained(m, d, t.seed, out / 'tokenizer', out / 'final', train_tokenizer=True)\n"
+)
+
+
+def _run(command: list[str], log: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    with log.open("w") as handle:
+        result = subprocess.run(command, check=False, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])}... failed (exit {result.returncode}); see {log}.")
+
+
+def train_one(protocol: Path, variant: str, seed: int, runs_dir: Path) -> Path:
+    """Train (unless already done) and return the run folder."""
+    run_dir = runs_dir / variant / f"seed-{seed}"
+    if (run_dir / "final" / "training_metrics.json").is_file():
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "training.train", "--config", str(protocol),
+        "--config", str(protocol.parent / f"{variant}.yaml"),
+        "--seed", str(seed), "--output_dir", str(run_dir), "--num_threads", "1", "--report_to", "none",
+        "--save_steps", "0", "--export_plain", "false",
+    ]  # fmt: skip
+    logger.info("train %s seed %d", variant, seed)
+    _run(command, run_dir / "train.log")
+    return run_dir
+
+
+def untrained_one(protocol: Path, seed: int, runs_dir: Path) -> Path:
+    """Export the untrained twin (unless already done): the floor every objective must beat."""
+    run_dir = runs_dir / "untrained" / f"seed-{seed}"
+    if (run_dir / "final" / "config.json").is_file():
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-c", _UNTRAINED, "--config", str(protocol), "--seed", str(seed)]
+    _run([*command, "--output_dir", str(run_dir)], run_dir / "train.log")
+    return run_dir
+
+
+def evaluate_one(model: str, name: str, data: Path, pivot: str | None, out: Path, max_seq_length: int) -> dict:
+    """Evaluate `model` on one set (unless `out` already holds the result) and write the result to `out`."""
+    if out.is_file():
+        return json.loads(out.read_text(encoding="utf-8"))
+    results = evaluate_model(model, data, max_seq_length=max_seq_length, cross_lingual=pivot, show_progress_bar=False)
+    results["dataset"] = name
+    write_results(results, out)
+    return results
+
+
+def _read_health(
+    run_dir: Path, variant: str, wall_times: dict[str, list[float]], health: dict[str, dict[str, list[float]]]
+) -> None:
+    """Add the run's training wall time and its health signals at the last logged step."""
+    metrics_file = run_dir / "final" / "training_metrics.json"
+    if metrics_file.is_file():
+        summary = json.loads(metrics_file.read_text(encoding="utf-8"))
+        wall_times.setdefault(variant, []).append(summary["wall_time_s"])
+        last = {k: v for record in summary["history"] for k, v in record.items() if v is not None}
+        for key in HEALTH_KEYS:
+            if key in last:
+                health.setdefault(variant, {}).setdefault(key, []).append(last[key])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``automlm-compare``."""
+    parser = argparse.ArgumentParser(
+        prog="automlm-compare",
+        description="Train and evaluate every ablation variant over several seeds, then write the comparison report.",
+    )
+    parser.add_argument("--protocol", type=Path, default=Path("configs/ablations/protocol-cpu.yaml"))
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, help="variant files next to the protocol")
+    parser.add_argument("--method", default=VARIANTS[0], help="the variant compared with every other system")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="holds the sets built by `make data`")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/comparison"))
+    parser.add_argument("--report", type=Path, default=Path("docs/results/comparison-cpu.md"))
+    parser.add_argument("--figures-dir", type=Path, default=Path("docs/figures"))
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Stop before any run on a missing file, with the fix."""
+    if not args.protocol.is_file():
+        raise FileNotFoundError(
+            f"No protocol file {args.protocol}: run from the repository root (paths are relative to the working "
+            "folder) or pass --protocol configs/ablations/<protocol>.yaml."
+        )
+    missing = [v for v in args.variants if not (args.protocol.parent / f"{v}.yaml").is_file()]
+    if missing:
+        raise FileNotFoundError(f"No variant file {missing} next to {args.protocol}: choose among {VARIANTS}.")
+    if args.method not in args.variants:
+        raise ValueError(f"--method {args.method} is not among --variants {args.variants}.")
+    for _, folder, _ in EVAL_SETS:
+        if not (args.data_dir / folder).is_dir():
+            raise FileNotFoundError(
+                f"{args.data_dir / folder} is missing: build the evaluation sets first with `make data` (or "
+                "`automlm-build-benchmark`, docs/DATASETS.md), or pass --data-dir."
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``automlm-compare``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _check(args)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    protocol = args.protocol.resolve()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    def job(item: tuple[str, int]) -> tuple[str, int, Path]:
+        variant, seed = item
+        if variant == "untrained":
+            run_dir = untrained_one(protocol, seed, args.runs_dir)
+        else:
+            run_dir = train_one(protocol, variant, seed, args.runs_dir)
+        for name, folder, pivot in EVAL_SETS:
+            out = run_dir / f"eval-{name}-{args.max_seq_length}.json"
+            evaluate_one(str(run_dir / "final"), name, args.data_dir / folder, pivot, out, args.max_seq_length)
+        return variant, seed, run_dir
+
+    jobs = [(variant, seed) for seed in args.seeds for variant in args.variants]
+    start = time.time()
+    with ThreadPoolExecutor(args.workers) as pool:
+        done = list(pool.map(job, [*jobs, *[("untrained", seed) for seed in args.seeds]]))
+    logger.info("all runs done in %.0f s", time.time() - start)
+
+    all_results: Results = {name: {} for name, _, _ in EVAL_SETS}
+    wall_times: dict[str, list[float]] = {}
+    health: dict[str, dict[str, list[float]]] = {}
+    for variant, _, run_dir in done:
+        for name, _, _ in EVAL_SETS:
+            result = json.loads((run_dir / f"eval-{name}-{args.max_seq_length}.json").read_text(encoding="utf-8"))
+            all_results[name].setdefault(variant, []).append(result)
+        _read_health(run_dir, variant, wall_times, health)
+    for name, folder, pivot in EVAL_SETS:
+        out = args.runs_dir / "bm25" / f"eval-{name}-{args.max_seq_length}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        all_results[name]["bm25"] = [
+            evaluate_one("bm25", name, args.data_dir / folder, pivot, out, args.max_seq_length)
+        ]
+    protocol_name = os.path.relpath(protocol)
+    report = render_report(
+        all_results,
+        wall_times,
+        health,
+        variants=args.variants,
+        method=args.method,
+        command=f"automlm-compare --protocol {protocol_name} --seeds {' '.join(map(str, args.seeds))} "
+        f"--workers {args.workers}",
+        header=f"Protocol `{protocol_name}`, seeds {args.seeds}, evaluation at max_seq_length {args.max_seq_length}.",
+        report_path=args.report,
+        figures=args.figures_dir,
+    )
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(report + "\n", encoding="utf-8")
+    logger.info("wrote %s", args.report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""``automlm-eval``: evaluate one model (or BM25) on a benchmark folder, print a markdown table, optionally write JSON.
+
+Usage::
+
+    automlm-build-benchmark chatterbot --output data/chatterbot-qa      # the data first (docs/DATASETS.md)
+    automlm-eval --model outputs/automlm/final --data data/chatterbot-qa --output results/automlm.json
+    automlm-eval --model bm25 --data data/debian-reference --cross-lingual-corpus en    # BM25: the `eval` extra
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .evaluate import evaluate_model
+from .metrics import DEFAULT_K_VALUES
+from .report import results_table, write_results
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``automlm-eval``."""
+    parser = argparse.ArgumentParser(
+        prog="automlm-eval",
+        description="Retrieval evaluation on BEIR-layout folders: nDCG@10, MRR@10 and Recall@k, per language and "
+        "macro-averaged.",
+    )
+    parser.add_argument("--model", required=True, help='a sentence-transformers folder or name, or "bm25"')
+    parser.add_argument("--data", required=True, type=Path, help="a BEIR folder or a folder of per-language ones")
+    parser.add_argument("--output", type=Path, help="write all numbers (and per-query metrics) to this JSON file")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-seq-length", type=int, help="truncate inputs to this many tokens")
+    parser.add_argument(
+        "--cross-lingual-corpus",
+        metavar="LANG",
+        help="run every other language's queries against this language's corpus (ids shared across languages)",
+    )
+    parser.add_argument("--languages", nargs="+", help="evaluate only these language folders")
+    parser.add_argument("--k-values", nargs="+", type=int, default=list(DEFAULT_K_VALUES), help="Recall@k cutoffs")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--no-progress-bar", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``automlm-eval``; bad input ends it with one line that names the problem and the fix."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        results = evaluate_model(
+            args.model,
+            args.data,
+            batch_size=args.batch_size,
+            max_seq_length=args.max_seq_length,
+            cross_lingual=args.cross_lingual_corpus,
+            languages=args.languages,
+            k_values=args.k_values,
+            device=args.device,
+            show_progress_bar=not args.no_progress_bar,
+        )
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if args.output is not None:
+        write_results(results, args.output)
+        logger.info("Wrote %s", args.output)
+    print(results_table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from benchmark_sets.debian_reference import DEBIAN_REFERENCE
+from benchmark_sets.html_sections import parse_html_folder
+from benchmark_sets.translated_docs import build_doc_benchmark, fetch_packages
+from evaluation.data import load_beir, load_corpus, load_queries
+from evaluation.evaluate import evaluate_model
+
+HTML_DOCS = Path(__file__).parents[1] / "fixtures" / "html_docs"
+
+
+def test_doc_benchmark_is_aligned_held_out_and_cross_lingual(tmp_path):
+    source = replace(DEBIAN_REFERENCE, eval_fraction=0.5)
+    roots = {"en": HTML_DOCS / "en", "de": HTML_DOCS / "de"}
+    # Nearly everything held out: the fixture's sections are all in the benchmark.
+    counts = build_doc_benchmark(source, roots, tmp_path, eval_fraction=0.99, min_queries=1)
+    assert counts["en"]["queries"] == 4  # "Short" has too little text
+    assert counts["de"]["queries"] == 3  # "Virtual consoles" is untranslated in de (identical to en): dropped
+    assert counts["de"]["title_as_en"] == 0
+    queries = load_queries(tmp_path / "de" / "queries.jsonl")
+    assert sorted(queries.values()) == ["Das root-Konto", "Die Eingabeaufforderung", "Kapitel 1. Einführungen"]
+    for lang in roots:
+        load_beir(tmp_path / lang)  # every qrels id exists
+    # Document ids are shared with English: the cross-lingual run works.
+    results = evaluate_model("bm25", tmp_path, cross_lingual="en", show_progress_bar=False)
+    assert results["per_language"]["de"]["num_queries"] == 3
+    assert (tmp_path / "README.md").is_file()
+
+    # With a real split, nothing held out appears in the unlabelled text, in any language.
+    counts = build_doc_benchmark(source, roots, tmp_path / "split", min_queries=1)
+    held_out = set()
+    for lang in roots:
+        if (tmp_path / "split" / lang).is_dir():
+            held_out |= set(load_corpus(tmp_path / "split" / lang / "corpus.jsonl"))
+    assert held_out, "the fixture should put some section in the held-out split"
+    english = parse_html_folder(HTML_DOCS / "en", DEBIAN_REFERENCE.page_id, skip_classes=source.skip_classes)
+    german = parse_html_folder(HTML_DOCS / "de", DEBIAN_REFERENCE.page_id, skip_classes=source.skip_classes)
+    for lang, units in (("en", english), ("de", german)):
+        lines = set((tmp_path / "split" / "unlabelled" / f"{lang}.txt").read_text(encoding="utf-8").splitlines())
+        for uid in held_out:
+            assert not lines & set(units[uid].paragraphs), f"{lang}: held-out text of {uid} in the training text"
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        build_doc_benchmark(source, roots, tmp_path, eval_fraction=1.0)
+    with pytest.raises(ValueError, match="must include 'en'"):
+        build_doc_benchmark(source, {"de": HTML_DOCS / "de"}, tmp_path)
+
+
+def test_fetch_packages_explains_a_missing_apt(tmp_path, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda tool: None)
+    with pytest.raises(FileNotFoundError, match="apt-get"):
+        fetch_packages(["debian-reference-en"], tmp_path)
+    # Packages already unpacked are reused without apt.
+    (tmp_path / "debian-reference-en").mkdir()
+    assert fetch_packages(["debian-reference-en"], tmp_path) == {
+        "debian-reference-en": tmp_path / "debian-reference-en"
+    }

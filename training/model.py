@@ -1,0 +1,116 @@
+"""The model a run trains and its tokenizer: the one place where the `--backbone` setting is loaded."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from huggingface_hub import is_offline_mode
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
+
+from modeling_automlm import AutoMLMForPreTraining
+
+from .arguments import DataArguments, ModelArguments
+from .tokenization import train_wordpiece_tokenizer
+
+SCRATCH = "scratch"
+_HOW_TO_FIX = "pass an existing folder, a Hub id such as xlm-roberta-base, or 'scratch'"
+
+
+def build_model(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    texts: list[str],
+    tokenizer_dir: Path,
+    *,
+    train_tokenizer: bool,
+) -> tuple[AutoMLMForPreTraining, PreTrainedTokenizerBase]:
+    """The model these settings train, with the objective of `model_args`, and its tokenizer.
+
+    ``--backbone`` is ``scratch`` (a new encoder of the configured shape with the run's own tokenizer, see
+    [`build_tokenizer`]), the folder or Hub id of an encoder (its weights and tokenizer are used), or the folder or
+    Hub id of an Auto-MLM model (training continues from it). `AutoMLMForPreTraining.from_backbone` builds all three.
+
+    Raises:
+        FileNotFoundError, ValueError: the backbone cannot be loaded; the message names it and the fix.
+    """
+    objective = model_args.config_fields()
+    if model_args.backbone == SCRATCH:
+        tokenizer = build_tokenizer(model_args, data_args, texts, tokenizer_dir, train_new=train_tokenizer)
+        encoder_config = scratch_encoder_config(model_args, data_args, tokenizer)
+        return AutoMLMForPreTraining.from_backbone(encoder_config, tokenizer, **objective), tokenizer
+    backbone = model_args.backbone
+    with _clean_loading_errors(backbone):
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        return AutoMLMForPreTraining.from_backbone(backbone, tokenizer, **objective), tokenizer
+
+
+def build_tokenizer(
+    model_args: ModelArguments, data_args: DataArguments, texts: list[str], run_tokenizer_dir: Path, *, train_new: bool
+) -> PreTrainedTokenizerBase:
+    """The tokenizer of a run from scratch: trained on `texts` when `train_new` (and saved in `run_tokenizer_dir`),
+    else loaded from there.
+
+    Training a tokenizer is not reproducible across processes (the trainer breaks ties in hash order), so every
+    process of a run, and a resumed run, reads the one the main process trained.
+    """
+    if train_new:
+        tokenizer = train_wordpiece_tokenizer(
+            texts, vocab_size=model_args.tokenizer_vocab_size, model_max_length=data_args.max_seq_length
+        )
+        tokenizer.save_pretrained(run_tokenizer_dir)
+        return tokenizer
+    if not (run_tokenizer_dir / "tokenizer_config.json").is_file():
+        raise ValueError(
+            f"{run_tokenizer_dir} holds no tokenizer: a run from scratch cannot be resumed without the tokenizer it "
+            "trained; start a new run instead."
+        )
+    return AutoTokenizer.from_pretrained(run_tokenizer_dir)
+
+
+def scratch_encoder_config(
+    model_args: ModelArguments, data_args: DataArguments, tokenizer: PreTrainedTokenizerBase
+) -> PreTrainedConfig:
+    """The encoder config of a model from scratch: the shape of `model_args`, the vocabulary of `tokenizer`."""
+    return AutoConfig.for_model(
+        model_args.model_type,
+        vocab_size=len(tokenizer),
+        hidden_size=model_args.hidden_size,
+        num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads,
+        intermediate_size=model_args.intermediate_size,
+        hidden_dropout_prob=model_args.hidden_dropout_prob,
+        attention_probs_dropout_prob=model_args.hidden_dropout_prob,
+        max_position_embeddings=max(512, data_args.max_seq_length + 2),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+@contextlib.contextmanager
+def _clean_loading_errors(backbone: str) -> Iterator[None]:
+    """Turn what loading `backbone` raises for a missing folder or an unreachable Hub id into one line naming the
+    problem and the fix. Errors about the backbone itself (a decoder, a tokenizer without a mask token) pass."""
+    folder = Path(backbone).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"--backbone {backbone}: the folder holds no config.json, so no model; {_HOW_TO_FIX}.")
+    if not folder.exists():
+        try:
+            validate_repo_id(backbone)
+        except HFValidationError:
+            raise FileNotFoundError(f"--backbone {backbone}: no such folder; {_HOW_TO_FIX}.") from None
+    try:
+        yield
+    except OSError as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".")
+        if folder.exists():
+            raise ValueError(f"--backbone {backbone}: {first_line}; {_HOW_TO_FIX}.") from None
+        if is_offline_mode():
+            raise ValueError(
+                f"--backbone {backbone}: not a local folder, and not in the local Hub cache (HF_HUB_OFFLINE=1 "
+                f"forbids downloading it); download it once with network access, or {_HOW_TO_FIX}."
+            ) from None
+        raise ValueError(
+            f"--backbone {backbone}: not a local folder, and the Hub says: {first_line}; {_HOW_TO_FIX}."
+        ) from None

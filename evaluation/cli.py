@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--languages", nargs="+", help="evaluate only these language folders")
     parser.add_argument("--k-values", nargs="+", type=int, default=list(DEFAULT_K_VALUES), help="Recall@k cutoffs")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    parser.add_argument(
+        "--query-prompt", help="text before every query (default: the model's own `query` prompt; '' for none)"
+    )
+    parser.add_argument(
+        "--document-prompt", help="text before every document (default: the model's own `document` prompt)"
+    )
     parser.add_argument("--no-progress-bar", action="store_true")
     return parser
 
@@ -60,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
             k_values=args.k_values,
             device=args.device,
             show_progress_bar=not args.no_progress_bar,
+            query_prompt=args.query_prompt,
+            document_prompt=args.document_prompt,
         )
     except (FileNotFoundError, ValueError, ImportError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

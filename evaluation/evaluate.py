@@ -99,7 +99,7 @@ def evaluate(
         k_values: Recall@k cutoffs.
 
     Returns:
-        ``{"model", "dataset", "task", "max_seq_length", "per_language", "macro", "per_query"}`` (plus
+        ``{"model", "dataset", "task", "max_seq_length", "prompts", "per_language", "macro", "per_query"}`` (plus
         ``"corpus_language"`` for a cross-lingual run): see `evaluation.report.write_results`.
     """
     folders, available = select_languages(data_dir, languages, cross_lingual)
@@ -129,6 +129,10 @@ def evaluate(
         "dataset": Path(data_dir).resolve().name,
         "task": "monolingual" if cross_lingual is None else "cross-lingual",
         "max_seq_length": retriever.max_seq_length,
+        "prompts": {
+            "query": getattr(retriever, "query_prompt", ""),
+            "document": getattr(retriever, "document_prompt", ""),
+        },
     }
     if cross_lingual is not None:
         results["corpus_language"] = cross_lingual
@@ -146,6 +150,8 @@ def evaluate_encoder(
     languages: Sequence[str] | None = None,
     k_values: Sequence[int] = DEFAULT_K_VALUES,
     show_progress_bar: bool = False,
+    query_prompt: str = "",
+    document_prompt: str = "",
 ) -> dict[str, Any]:
     """`evaluate` with any embedding function (a `DenseRetriever`), e.g. the trainer's periodic dev evaluation.
 
@@ -159,11 +165,20 @@ def evaluate_encoder(
         languages: evaluate only these language folders (default: all).
         k_values: Recall@k cutoffs.
         show_progress_bar: tqdm bars while encoding.
+        query_prompt, document_prompt: text put before every query / document (e.g. ``"query: "``).
 
     Returns:
         The results of `evaluate`.
     """
-    retriever = DenseRetriever(encode, batch_size, show_progress_bar, name=model_name, max_seq_length=max_seq_length)
+    retriever = DenseRetriever(
+        encode,
+        batch_size,
+        show_progress_bar,
+        name=model_name,
+        max_seq_length=max_seq_length,
+        query_prompt=query_prompt,
+        document_prompt=document_prompt,
+    )
     return evaluate(retriever, data_dir, cross_lingual=cross_lingual, languages=languages, k_values=k_values)
 
 
@@ -178,6 +193,8 @@ def evaluate_model(
     k_values: Sequence[int] = DEFAULT_K_VALUES,
     device: str | None = None,
     show_progress_bar: bool = True,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a sentence-transformers model (or ``"bm25"``) on every language folder of `data_dir`.
 
@@ -192,6 +209,7 @@ def evaluate_model(
         k_values: Recall@k cutoffs.
         device: torch device for the model.
         show_progress_bar: tqdm bars while encoding.
+        query_prompt, document_prompt: override the model's own ``query`` / ``document`` prompts (``""``: none).
 
     Returns:
         The results of `evaluate`.
@@ -206,5 +224,7 @@ def evaluate_model(
             max_seq_length=max_seq_length,
             device=device,
             show_progress_bar=show_progress_bar,
+            query_prompt=query_prompt,
+            document_prompt=document_prompt,
         )
     return evaluate(retriever, data_dir, cross_lingual=cross_lingual, languages=languages, k_values=k_values)

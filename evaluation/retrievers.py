@@ -138,10 +138,12 @@ class DenseIndex:
     def __init__(self, retriever: DenseRetriever, documents: Sequence[str], label: str = ""):
         self.retriever = retriever
         self.label = label
+        documents = [retriever.document_prompt + text for text in documents]
         self.embeddings = retriever.embed(documents, f"Corpus {label}".strip())  # (num_documents, dim)
 
     def search(self, queries: Sequence[str], top_k: int) -> torch.Tensor:
         """``(len(queries), min(top_k, num_documents))`` document indices, best first, ties by corpus order."""
+        queries = [self.retriever.query_prompt + text for text in queries]
         query_embeddings = self.retriever.embed(queries, f"Queries {self.label}".strip())  # (num_queries, dim)
         return rank_in_chunks(
             lambda start, end: query_embeddings[start:end] @ self.embeddings.T,
@@ -160,6 +162,9 @@ class DenseRetriever:
         show_progress_bar: show tqdm bars while encoding.
         name: recorded as ``"model"``.
         max_seq_length: the truncation `encode` applies, recorded as ``"max_seq_length"``.
+        query_prompt: text put before every query (e.g. E5's ``"query: "``), as sentence-transformers'
+            ``encode_query`` does.
+        document_prompt: text put before every document (e.g. E5's ``"passage: "``), as ``encode_document`` does.
     """
 
     def __init__(
@@ -169,12 +174,16 @@ class DenseRetriever:
         show_progress_bar: bool = False,
         name: str = "encoder",
         max_seq_length: int | None = None,
+        query_prompt: str = "",
+        document_prompt: str = "",
     ):
         self.encode = encode
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         self.name = name
         self.max_seq_length = max_seq_length
+        self.query_prompt = query_prompt
+        self.document_prompt = document_prompt
 
     def embed(self, texts: Sequence[str], desc: str = "Encoding") -> torch.Tensor:
         """`encode_texts` with this retriever's settings: ``(len(texts), dim)`` unit vectors."""
@@ -193,14 +202,30 @@ class DenseRetriever:
         max_seq_length: int | None = None,
         device: str | None = None,
         show_progress_bar: bool = False,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
     ) -> DenseRetriever:
-        """A sentence-transformers model (`load_sentence_transformer`) as a retriever named `model`."""
+        """A sentence-transformers model (`load_sentence_transformer`) as a retriever named `model`.
+
+        Queries and documents get the model's own prompts named ``query`` and ``document`` (those of
+        `SentenceTransformer.encode_query` / `encode_document`, from its ``config_sentence_transformers.json``), unless
+        `query_prompt` / `document_prompt` are given (``""`` for none).
+        """
         encoder = load_sentence_transformer(model, max_seq_length=max_seq_length, device=device)
+        prompts = encoder.prompts or {}
 
         def encode(texts: list[str]) -> torch.Tensor:
             return encoder.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
 
-        return cls(encode, batch_size, show_progress_bar, name=model, max_seq_length=encoder.max_seq_length)
+        return cls(
+            encode,
+            batch_size,
+            show_progress_bar,
+            name=model,
+            max_seq_length=encoder.max_seq_length,
+            query_prompt=prompts.get("query", "") if query_prompt is None else query_prompt,
+            document_prompt=prompts.get("document", "") if document_prompt is None else document_prompt,
+        )
 
 
 def _needs_remote_code(model_dir: Path) -> bool:

@@ -22,6 +22,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 
 from modeling_automlm.configuration_automlm import AutoMLMConfig
+from offline_backbones import SOURCE_FILE as BACKBONE_SOURCE_FILE
 
 from .curves import plot_training_curves
 from .hub import code_files
@@ -117,6 +118,8 @@ class AutoMLMModelCardData:
         modules: ``modules.json`` (the sentence-transformers modules).
         pooling_config: the config of the sentence-transformers Pooling module (plain export).
         parameter_counts: parameters per top-level module, from the safetensors header.
+        backbone_source: ``automlm_backbone_source.json``: where converted starting weights came from (e.g. a
+            dequantised 4-bit copy of a Hub model, see `offline_backbones`), with their licences.
     """
 
     folder: Path
@@ -135,6 +138,7 @@ class AutoMLMModelCardData:
     modules: list[dict[str, Any]] = field(default_factory=list)
     pooling_config: dict[str, Any] | None = None
     parameter_counts: dict[str, int] = field(default_factory=dict)
+    backbone_source: dict[str, Any] | None = None
 
     @classmethod
     def from_folder(
@@ -189,6 +193,7 @@ class AutoMLMModelCardData:
             modules=modules,
             pooling_config=pooling_config,
             parameter_counts=count_parameters(weights) if weights.is_file() else {},
+            backbone_source=_read_json(folder / BACKBONE_SOURCE_FILE),
         )
 
     # --- what the model is ----------------------------------------------------------------------------------------
@@ -265,6 +270,8 @@ class AutoMLMModelCardData:
     @property
     def base_model(self) -> str | None:
         """The Hub id the model was initialised from; None from scratch, from a local folder or when unknown."""
+        if self.backbone_source and is_hub_model_id(self.backbone_source.get("base_model")):
+            return self.backbone_source["base_model"]
         return self.backbone if is_hub_model_id(self.backbone) else None
 
     @property
@@ -444,6 +451,7 @@ class AutoMLMModelCardData:
             "plain_repo_id": self.plain_repo_id,
             "backbone": self.backbone,
             "base_model": self.base_model,
+            "backbone_source": self.backbone_source,
             "trained_from_scratch": self.trained_from_scratch,
             "encoder_type": encoder.get("model_type"),
             "num_layers": encoder.get("num_hidden_layers") or encoder.get("n_layers"),

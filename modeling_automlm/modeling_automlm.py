@@ -13,6 +13,8 @@ import logging
 import os
 import typing
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -387,6 +389,7 @@ class AutoMLMPreTrainedModel(PreTrainedModel):
         """
         backbone_kwargs = dict(backbone_kwargs or {})
         if isinstance(backbone, (str, os.PathLike)):
+            backbone = resolve_backbone(str(backbone), **backbone_kwargs)
             config_dict, _ = PreTrainedConfig.get_config_dict(backbone, **backbone_kwargs)
             if config_dict.get("model_type") == AutoMLMConfig.model_type:
                 return cls.from_pretrained(backbone, **backbone_kwargs, **config_kwargs)
@@ -410,6 +413,36 @@ class AutoMLMPreTrainedModel(PreTrainedModel):
                     "this is a bug, please report it with the backbone's name."
                 )
         return model
+
+
+BACKBONE_RESOLVERS = "automlm.backbone_resolvers"
+
+
+def resolve_backbone(backbone: str, **backbone_kwargs: Any) -> str:
+    """Where to load `backbone` from: the name itself, or a local copy supplied by an installed resolver.
+
+    A resolver is a function ``(name, *, hub_unreachable: bool) -> str`` registered in the entry-point group
+    ``automlm.backbone_resolvers`` (the ``offline_backbones`` package registers one that builds
+    multilingual-e5-small from bundled weights). Resolvers are asked first as they are (they swap the name when
+    offline mode is set), then, if the name still cannot be loaded from the Hub or its cache, with
+    ``hub_unreachable=True``. Without installed resolvers the name comes back unchanged.
+    """
+    resolvers = [entry_point.load() for entry_point in entry_points(group=BACKBONE_RESOLVERS)]
+    if not resolvers or Path(backbone).expanduser().exists():
+        return backbone
+    for resolver in resolvers:
+        resolved = resolver(backbone, hub_unreachable=False)
+        if resolved != backbone:
+            return resolved
+    try:
+        AutoConfig.from_pretrained(backbone, **backbone_kwargs)
+    except OSError:
+        for resolver in resolvers:
+            resolved = resolver(backbone, hub_unreachable=True)
+            if resolved != backbone:
+                logger.warning("%s cannot be reached on the Hub; using the local copy %s", backbone, resolved)
+                return resolved
+    return backbone
 
 
 def special_token_ids_of(tokenizer: Any) -> list[int]:
@@ -678,4 +711,5 @@ __all__ = [
     "AutoMLMPreTrainedModel",
     "contrastive_loss",
     "pool",
+    "resolve_backbone",
 ]

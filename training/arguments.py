@@ -107,6 +107,32 @@ class DataArguments:
     dev_data: str | None = field(
         default=None, metadata={"help": "BEIR folder (one subfolder per language) for the periodic dev evaluation."}
     )
+    query_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text put before queries at inference (E5: 'query: '), saved as the export's `query` prompt "
+            "for `encode_query`; also the first view's prefix of `contrastive_views` prompts/crop."
+        },
+    )
+    document_prompt: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text put before documents at inference (E5: 'passage: '), saved as the `document` prompt for "
+            "`encode_document`; also the second view's prefix of `contrastive_views` prompts/crop."
+        },
+    )
+    text_prefix: str = field(
+        default="", metadata={"help": "Text put before every training sentence with `contrastive_views: dropout`."}
+    )
+    contrastive_views: Literal["dropout", "prompts", "crop"] = field(
+        default="dropout",
+        metadata={
+            "help": "The two views of a sentence: `dropout` (the same text twice, SimCSE), `prompts` (query prompt "
+            "+ text vs document prompt + text), `crop` (query prompt + a random span vs document prompt + text)."
+        },
+    )
+    crop_min_ratio: float = field(default=0.1, metadata={"help": "Shortest `crop` span, as a share of the tokens."})
+    crop_max_ratio: float = field(default=0.5, metadata={"help": "Longest `crop` span, as a share of the tokens."})
 
     def __post_init__(self) -> None:
         if not self.train_files and self.dataset_name is None:
@@ -119,6 +145,11 @@ class DataArguments:
         _require(not self.streaming or self.dataset_name is not None, "`streaming` needs `dataset_name`.")
         if self.dev_data is not None:
             _require(Path(self.dev_data).exists(), f"`dev_data` folder {self.dev_data} does not exist.")
+        _require(
+            0.0 < self.crop_min_ratio <= self.crop_max_ratio <= 1.0,
+            f"`crop_min_ratio` and `crop_max_ratio` must satisfy 0 < min <= max <= 1, got {self.crop_min_ratio} and "
+            f"{self.crop_max_ratio}.",
+        )
 
 
 @dataclass
@@ -164,6 +195,13 @@ class PretrainingArguments:
     report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={"help": "Trackers."})
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads per process."})
     cpu: bool = field(default=False, metadata={"help": "Train on CPU even if a GPU is present."})
+    freeze_word_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Keep the word embedding table fixed (96 M of multilingual-e5-small's 118 M parameters)."},
+    )
+    head_warmup_steps: int = field(
+        default=0, metadata={"help": "During the first N steps only the Auto-MLM / MLM heads are updated."}
+    )
     export_plain: bool = field(default=True, metadata={"help": "Also export a stock-architecture copy (no code)."})
     hub_model_id: str | None = field(
         default=None, metadata={"help": "The Hub repo the export is meant for (ORG/NAME), named in its model card."}
@@ -178,6 +216,7 @@ class PretrainingArguments:
         _require(0.0 <= self.warmup_ratio < 1.0, f"`warmup_ratio` must be in [0, 1), got {self.warmup_ratio}.")
         _require(self.save_total_limit >= 1, "`save_total_limit` must be >= 1.")
         _require(self.max_nonfinite_steps >= 0, "`max_nonfinite_steps` must be >= 0.")
+        _require(self.head_warmup_steps >= 0, f"`head_warmup_steps` must be >= 0, got {self.head_warmup_steps}.")
         if self.gradient_cache_chunk_size is not None:
             _require(self.gradient_cache_chunk_size >= 1, "`gradient_cache_chunk_size` must be >= 1.")
             _require(

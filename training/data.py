@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -282,6 +282,18 @@ class AutoMLMCollator:
     items with a positive, and `word_ids` (word index per token, -1 for special tokens and padding) when
     `whole_word_masking` is set. Masking itself happens in the model, from its config. Over-long texts are
     truncated to `max_length` tokens.
+
+    Unlabelled items (no positive) become their two contrastive views here, as `views` says:
+
+    - ``"dropout"``: ``text_prefix + text`` once; the model encodes it twice with different dropout (SimCSE).
+    - ``"prompts"``: ``query_prompt + text`` and, as its positive, ``document_prompt + text``: the two roles an
+      asymmetric retriever such as E5 is used in.
+    - ``"crop"``: ``query_prompt`` + a random span of the text (a share of its tokens drawn from `crop_ratio`), and
+      ``document_prompt + text`` as its positive, as in Contriever's independent cropping: a short piece has to
+      find the text it comes from, which is what a query does. Spans are drawn from torch's global generator,
+      so they follow the run's seed and replay on resume.
+
+    The Auto-MLM and MLM terms read the first view.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -289,6 +301,33 @@ class AutoMLMCollator:
     whole_word_masking: bool = False
     text_key: str = "text"
     positive_key: str = "positive"
+    views: Literal["dropout", "prompts", "crop"] = "dropout"
+    text_prefix: str = ""
+    query_prompt: str = ""
+    document_prompt: str = ""
+    crop_ratio: tuple[float, float] = (0.1, 0.5)
+
+    def crop(self, text: str) -> str:
+        """A random contiguous span of `text`'s tokens (at least 4 of them, or the whole of a shorter text)."""
+        ids = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
+        low, high = self.crop_ratio
+        ratio = low + (high - low) * torch.rand(()).item()
+        length = min(len(ids), max(4, round(ratio * len(ids))))
+        start = int(torch.randint(0, len(ids) - length + 1, ()).item())
+        return self.tokenizer.decode(ids[start : start + length]).strip()
+
+    def make_views(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Items with their first view as text and, for `prompts` and `crop`, the second view as positive."""
+        if any(self.positive_key in item for item in items) or self.views == "dropout":
+            if not self.text_prefix:
+                return items
+            return [{**item, self.text_key: self.text_prefix + item[self.text_key]} for item in items]
+        texts = [item[self.text_key] for item in items]
+        first = texts if self.views == "prompts" else [self.crop(text) for text in texts]
+        return [
+            {self.text_key: self.query_prompt + view, self.positive_key: self.document_prompt + text}
+            for view, text in zip(first, texts)
+        ]
 
     def _encode(self, texts: list[str], prefix: str = "") -> dict[str, torch.Tensor]:
         encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
@@ -301,6 +340,7 @@ class AutoMLMCollator:
         return batch
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        items = self.make_views(items)
         texts = [item[self.text_key] for item in items]
         batch = self._encode(texts)
         if any(self.positive_key in item for item in items):

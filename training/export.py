@@ -25,6 +25,7 @@ def export_sentence_transformers(
     tokenizer: PreTrainedTokenizerBase,
     output_dir: str | Path,
     max_seq_length: int | None = None,
+    prompts: dict[str, str] | None = None,
 ) -> Path:
     """Save `model` with its code files, tokenizer and sentence-transformers configuration.
 
@@ -38,6 +39,8 @@ def export_sentence_transformers(
         tokenizer: its tokenizer.
         output_dir: target folder (created).
         max_seq_length: longest input sentence-transformers feeds the model; defaults to the tokenizer's limit.
+        prompts: sentence-transformers prompts, e.g. ``{"query": "query: ", "document": "passage: "}`` for E5:
+            `SentenceTransformer.encode_query` / `encode_document` put them before the text.
 
     Returns:
         The folder.
@@ -60,11 +63,19 @@ def export_sentence_transformers(
         module_output_name="sentence_embedding",
     )
     with tempfile.TemporaryDirectory() as scratch:
-        SentenceTransformer(modules=[transformer], similarity_fn_name="cosine").save(scratch, create_model_card=False)
+        SentenceTransformer(modules=[transformer], similarity_fn_name="cosine", prompts=prompts).save(
+            scratch, create_model_card=False
+        )
         for name in ST_CONFIG_FILES:
             shutil.copy(Path(scratch) / name, output_dir / name)
     logger.info("Exported the sentence-transformers model (custom code) to %s", output_dir)
     return output_dir
+
+
+def sentence_transformers_prompts(query_prompt: str | None, document_prompt: str | None) -> dict[str, str] | None:
+    """The ``prompts`` of a sentence-transformers export: ``query`` and ``document`` where set, else None."""
+    prompts = {name: text for name, text in (("query", query_prompt), ("document", document_prompt)) if text}
+    return prompts or None
 
 
 def export_plain(
@@ -72,12 +83,13 @@ def export_plain(
     tokenizer: PreTrainedTokenizerBase,
     output_dir: str | Path,
     max_seq_length: int | None = None,
+    prompts: dict[str, str] | None = None,
 ) -> Path:
     """Save the encoder as its stock architecture plus sentence-transformers pooling: no custom code needed.
 
     ``SentenceTransformer(dir)`` gives the same embeddings as the Auto-MLM model, and
     ``AutoModel.from_pretrained(dir)`` loads the stock encoder (e.g. `BertModel`), for teams that do not allow
-    `trust_remote_code`.
+    `trust_remote_code`. `prompts` as in `export_sentence_transformers`.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
@@ -91,7 +103,7 @@ def export_plain(
         modules = [transformer, Pooling(encoder_model.config.hidden_size, pooling_mode=encoder_model.config.pooling)]
         if encoder_model.config.normalize_embeddings:
             modules.append(Normalize())
-        SentenceTransformer(modules=modules, similarity_fn_name="cosine").save(
+        SentenceTransformer(modules=modules, similarity_fn_name="cosine", prompts=prompts).save(
             str(output_dir), create_model_card=False
         )
     logger.info("Exported the plain sentence-transformers model (no custom code) to %s", output_dir)

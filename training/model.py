@@ -11,11 +11,14 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
 
 from modeling_automlm import AutoMLMForPreTraining
+from modeling_automlm.modeling_automlm import resolve_backbone
+from offline_backbones import SOURCE_FILE as BACKBONE_SOURCE_FILE
 
 from .arguments import DataArguments, ModelArguments
 from .tokenization import train_wordpiece_tokenizer
 
 SCRATCH = "scratch"
+
 _HOW_TO_FIX = "pass an existing folder, a Hub id such as xlm-roberta-base, or 'scratch'"
 
 
@@ -43,8 +46,20 @@ def build_model(
         return AutoMLMForPreTraining.from_backbone(encoder_config, tokenizer, **objective), tokenizer
     backbone = model_args.backbone
     with _clean_loading_errors(backbone):
+        backbone = resolve_backbone(backbone)
         tokenizer = AutoTokenizer.from_pretrained(backbone)
         return AutoMLMForPreTraining.from_backbone(backbone, tokenizer, **objective), tokenizer
+
+
+def backbone_source(model_args: ModelArguments) -> Path | None:
+    """The file describing where a converted backbone's weights came from (e.g. a dequantised 4-bit copy), if any."""
+    if model_args.backbone == SCRATCH:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        source = Path(resolve_backbone(model_args.backbone)) / BACKBONE_SOURCE_FILE
+        if source.is_file():
+            return source
+    return None
 
 
 def build_tokenizer(

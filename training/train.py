@@ -45,10 +45,10 @@ from .data import (
     balance_languages,
     load_corpus,
 )
-from .export import export_plain, export_sentence_transformers
+from .export import export_plain, export_sentence_transformers, sentence_transformers_prompts
 from .gradcache import grad_cache_step
 from .health import embedding_health
-from .model import SCRATCH, build_model
+from .model import BACKBONE_SOURCE_FILE, SCRATCH, backbone_source, build_model
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,8 @@ def export_untrained(
     texts = load_corpus(data_args).texts if train_tokenizer and model_args.backbone == SCRATCH else []
     torch.manual_seed(seed)
     model, tokenizer = build_model(model_args, data_args, texts, tokenizer_dir, train_tokenizer=train_tokenizer)
-    return export_sentence_transformers(model.eval(), tokenizer, output_dir, data_args.max_seq_length)
+    prompts = sentence_transformers_prompts(data_args.query_prompt, data_args.document_prompt)
+    return export_sentence_transformers(model.eval(), tokenizer, output_dir, data_args.max_seq_length, prompts=prompts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -327,8 +328,18 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         )
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
-    whole_word = model.config.masking_scheme == "whole_word"
-    collator = AutoMLMCollator(tokenizer, max_length=data_args.max_seq_length, whole_word_masking=whole_word)
+    if args.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    collator = AutoMLMCollator(
+        tokenizer,
+        max_length=data_args.max_seq_length,
+        whole_word_masking=model.config.masking_scheme == "whole_word",
+        views=data_args.contrastive_views,
+        text_prefix=data_args.text_prefix,
+        query_prompt=data_args.query_prompt or "",
+        document_prompt=data_args.document_prompt or "",
+        crop_ratio=(data_args.crop_min_ratio, data_args.crop_max_ratio),
+    )
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=not data_args.streaming, collate_fn=collator, drop_last=True
     )
@@ -375,6 +386,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     window = LogWindow(run.global_batch, args.gradient_accumulation_steps)
     clock_start = time.perf_counter() - state.train_seconds
     skip_update = False  # a micro-batch of the current step had a non-finite loss
+    if args.eval_steps and data_args.dev_data and state.step == 0:
+        evaluate(run, state)  # step 0: the untouched model is a candidate for the export too
     model.train()
     first = state.step * args.gradient_accumulation_steps
     batches = micro_batches(loader, accelerator, first, data_args.streaming, resumed_rng)
@@ -394,6 +407,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
                 if skip_update:
                     state.skip_nonfinite_step(args.max_nonfinite_steps)
                 else:
+                    if state.step < args.head_warmup_steps:
+                        freeze_encoder_gradients(run.model)
                     if args.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     optimizer.step()
@@ -445,6 +460,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     return summary
 
 
+def freeze_encoder_gradients(model: AutoMLMForPreTraining) -> None:
+    """Drop the encoder's gradients of this step, so that only the heads are updated (`head_warmup_steps`).
+
+    A freshly initialised head sends noise into a pretrained encoder; warming it up alone first lets its first
+    gradients into the encoder carry signal. AdamW skips parameters without a gradient entirely.
+    """
+    for parameter in model.automlm.parameters():
+        parameter.grad = None
+
+
 def _scalar_settings(settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The settings as the trackers take them: one flat level of numbers and strings."""
     flat = {}
@@ -476,13 +501,25 @@ def make_encode_fn(
 
 
 def dev_evaluate(
-    model: AutoMLMForPreTraining, tokenizer: PreTrainedTokenizerBase, dev_data: str, max_length: int
+    model: AutoMLMForPreTraining,
+    tokenizer: PreTrainedTokenizerBase,
+    dev_data: str,
+    max_length: int,
+    query_prompt: str = "",
+    document_prompt: str = "",
 ) -> dict[str, Any]:
     """Retrieval metrics on every language of a BEIR folder, in the structure `automlm-eval` writes."""
     from evaluation.evaluate import evaluate_encoder
 
     encode = make_encode_fn(model, tokenizer, max_length)
-    results = evaluate_encoder(encode, dev_data, model_name="dev", max_seq_length=max_length)
+    results = evaluate_encoder(
+        encode,
+        dev_data,
+        model_name="dev",
+        max_seq_length=max_length,
+        query_prompt=query_prompt,
+        document_prompt=document_prompt,
+    )
     results["split"] = "dev"
     return results
 
@@ -491,7 +528,14 @@ def evaluate(run: Run, state: TrainingState) -> None:
     """Dev evaluation on the main process, recorded in the history; the best model is saved under `best/`."""
     accelerator, data_args, metric = run.accelerator, run.data_args, run.args.metric_for_best_model
     if accelerator.is_main_process:
-        results = dev_evaluate(run.model, run.tokenizer, data_args.dev_data, data_args.max_seq_length)
+        results = dev_evaluate(
+            run.model,
+            run.tokenizer,
+            data_args.dev_data,
+            data_args.max_seq_length,
+            query_prompt=data_args.query_prompt or "",
+            document_prompt=data_args.document_prompt or "",
+        )
         value = results["macro"][metric]
         state.record({f"dev_{metric}": value})
         (run.output_dir / "eval_results.json").write_text(json.dumps([results], indent=2))  # the latest evaluation
@@ -550,7 +594,11 @@ def export(run: Run, state: TrainingState, summary: dict[str, Any]) -> None:
     final_dir = output_dir / "final"
     if final_dir.exists():
         shutil.rmtree(final_dir)
-    export_sentence_transformers(model, run.tokenizer, final_dir, max_seq_length=max_seq_length)
+    prompts = sentence_transformers_prompts(run.data_args.query_prompt, run.data_args.document_prompt)
+    export_sentence_transformers(model, run.tokenizer, final_dir, max_seq_length=max_seq_length, prompts=prompts)
+    source = backbone_source(run.model_args)
+    if source is not None:  # where the starting weights came from, for the model card
+        shutil.copy(source, final_dir / source.name)
     (final_dir / "training_config.json").write_text(json.dumps(run.settings, indent=2))
     (final_dir / "training_metrics.json").write_text(json.dumps(summary, indent=2))
     (final_dir / "data_stats.json").write_text(json.dumps(run.data_stats, indent=2, ensure_ascii=False))
@@ -562,9 +610,10 @@ def export(run: Run, state: TrainingState, summary: dict[str, Any]) -> None:
         plain_dir = output_dir / "final-plain"
         if plain_dir.exists():
             shutil.rmtree(plain_dir)
-        export_plain(model, run.tokenizer, plain_dir, max_seq_length=max_seq_length)
-        for name in ("training_config.json", "training_metrics.json", "data_stats.json"):
-            shutil.copy(final_dir / name, plain_dir / name)
+        export_plain(model, run.tokenizer, plain_dir, max_seq_length=max_seq_length, prompts=prompts)
+        for name in ("training_config.json", "training_metrics.json", "data_stats.json", BACKBONE_SOURCE_FILE):
+            if (final_dir / name).is_file():
+                shutil.copy(final_dir / name, plain_dir / name)
         plain_id = f"{model_id}-plain" if args.hub_model_id else "../final-plain"
         generate_model_card(plain_dir, model_id=f"{model_id}-plain")
     generate_model_card(final_dir, model_id=model_id, plain_repo_id=plain_id)

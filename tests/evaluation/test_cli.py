@@ -14,7 +14,16 @@ def test_cli_writes_json_and_prints_table(tmp_path, capsys):
     output = tmp_path / "results" / "bm25.json"
     main(["--model", "bm25", "--data", str(BEIR_TINY), "--output", str(output), "--no-progress-bar"])
     results = json.loads(output.read_text())
-    assert list(results) == ["model", "dataset", "task", "max_seq_length", "per_language", "macro", "per_query"]
+    assert list(results) == [
+        "model",
+        "dataset",
+        "task",
+        "max_seq_length",
+        "prompts",
+        "per_language",
+        "macro",
+        "per_query",
+    ]
     assert (results["model"], results["dataset"], results["task"]) == ("bm25", "beir_tiny", "monolingual")
     assert results["max_seq_length"] is None
     assert set(results["per_language"]) == {"de", "en"}

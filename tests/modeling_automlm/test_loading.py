@@ -161,3 +161,33 @@ def test_from_backbone_builds_from_a_config_and_continues_an_automlm_folder(make
     assert (continued.config.auto_mlm_weight, continued.config.mlm_weight) == (0.3, 0.2)
     for name, tensor in trained.automlm.state_dict().items():
         torch.testing.assert_close(continued.automlm.state_dict()[name], tensor, msg=name)
+
+
+def test_installed_backbone_resolvers_supply_a_local_copy(backbone_dir, tokenizer, monkeypatch):
+    """A Hub id that cannot be loaded (HF_HUB_OFFLINE=1, not cached) is replaced by what a resolver supplies."""
+    import modeling_automlm.modeling_automlm as modeling
+
+    folder = backbone_dir("bert")
+    calls = []
+
+    def resolver(name, *, hub_unreachable):
+        calls.append((name, hub_unreachable))
+        return str(folder) if name == "automlm-tests/offline-only" and hub_unreachable else name
+
+    class EntryPoint:
+        def load(self):
+            return resolver
+
+    monkeypatch.setattr(
+        modeling, "entry_points", lambda group: [EntryPoint()] if group == modeling.BACKBONE_RESOLVERS else []
+    )
+    assert modeling.resolve_backbone("automlm-tests/other") == "automlm-tests/other"
+    assert modeling.resolve_backbone(str(folder)) == str(folder)  # a local folder is never swapped
+    model = AutoMLMForPreTraining.from_backbone("automlm-tests/offline-only")
+    expected = AutoModel.from_pretrained(folder).state_dict()
+    for name, value in model.automlm.encoder.state_dict().items():
+        torch.testing.assert_close(value, expected[name])
+    assert ("automlm-tests/offline-only", False) in calls and ("automlm-tests/offline-only", True) in calls
+    monkeypatch.setattr(modeling, "entry_points", lambda group: [])
+    with pytest.raises(OSError):
+        AutoMLMForPreTraining.from_backbone("automlm-tests/offline-only")

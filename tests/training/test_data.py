@@ -100,3 +100,41 @@ def test_collator_pads_truncates_and_gives_word_ids(tokenizer):
     with pytest.raises(ValueError, match="positive"):
         collator([{"text": "a", "positive": "b"}, {"text": "c"}])
     assert torch.equal(pairs["input_ids"][0], pairs["input_ids"][1])
+
+
+def test_collator_views_dropout_prefix_prompts_and_crop(tokenizer):
+    text = "how do i reset my password please now"
+
+    def ids(batch, key="input_ids"):
+        mask = batch[key.replace("input_ids", "attention_mask")]
+        return [row[: int(m.sum())].tolist() for row, m in zip(batch[key], mask)]
+
+    def expected(text):
+        return tokenizer(text)["input_ids"]
+
+    prefixed = AutoMLMCollator(tokenizer, max_length=32, text_prefix="where is ")([{"text": text}])
+    assert ids(prefixed) == [expected("where is " + text)]
+    assert "positive_input_ids" not in prefixed  # dropout: the model encodes the same text twice
+
+    prompts = AutoMLMCollator(tokenizer, max_length=32, views="prompts", query_prompt="where ", document_prompt="my ")
+    batch = prompts([{"text": text}])
+    assert ids(batch) == [expected("where " + text)] and ids(batch, "positive_input_ids") == [expected("my " + text)]
+
+    crop = AutoMLMCollator(tokenizer, max_length=32, views="crop", query_prompt="where ", document_prompt="my ")
+    torch.manual_seed(0)
+    full = tokenizer(text, add_special_tokens=False)["input_ids"]
+    lengths = set()
+    for _ in range(20):
+        span = tokenizer(crop.crop(text), add_special_tokens=False)["input_ids"]
+        lengths.add(len(span))
+        assert 4 <= len(span) < len(full)
+        assert any(full[i : i + len(span)] == span for i in range(len(full)))  # a contiguous piece of the text
+    assert len(lengths) > 1  # the span length is drawn, not fixed
+    batch = crop([{"text": text}])
+    assert ids(batch, "positive_input_ids") == [expected("my " + text)]
+    assert ids(batch)[0][:2] == expected("where")[:2] and len(ids(batch)[0]) < len(expected("where " + text))
+    # A labelled pair keeps its own positive: views apply to unlabelled text only.
+    pair = crop([{"text": "where is my order", "positive": "it ships today"}])
+    assert ids(pair) == [expected("where is my order")] and ids(pair, "positive_input_ids") == [
+        expected("it ships today")
+    ]

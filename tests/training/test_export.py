@@ -45,3 +45,18 @@ def test_plain_export_needs_no_custom_code(make_model, tokenizer, tmp_path, pool
     expected = reference_embeddings(model, tokenizer)
     torch.testing.assert_close(st.encode(TEXTS, convert_to_tensor=True), expected, atol=1e-5, rtol=1e-4)
     assert isinstance(AutoModel.from_pretrained(tmp_path), BertModel)
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_prompts_of_the_export_equal_adding_the_prefix_by_hand(trained_like_model, tokenizer, tmp_path, plain):
+    prompts = {"query": "query: ", "document": "passage: "}
+    export = export_plain if plain else export_sentence_transformers
+    export(trained_like_model, tokenizer, tmp_path, max_seq_length=64, prompts=prompts)
+    st = SentenceTransformer(str(tmp_path), trust_remote_code=not plain, device="cpu")
+    assert st.prompts == prompts
+    by_hand_queries = st.encode([f"query: {text}" for text in TEXTS], convert_to_tensor=True)
+    by_hand_documents = st.encode([f"passage: {text}" for text in TEXTS], convert_to_tensor=True)
+    torch.testing.assert_close(st.encode_query(TEXTS, convert_to_tensor=True), by_hand_queries, atol=1e-6, rtol=0)
+    torch.testing.assert_close(st.encode_document(TEXTS, convert_to_tensor=True), by_hand_documents, atol=1e-6, rtol=0)
+    # The prompt changes the vector: the check above is not vacuous.
+    assert not torch.allclose(by_hand_queries, st.encode(TEXTS, convert_to_tensor=True), atol=1e-4)

@@ -228,3 +228,26 @@ def test_untrained_export_reuses_a_run_tokenizer_and_is_seeded(corpus_file, tmp_
     assert all(torch.equal(a[name], b[name]) for name in a)
     assert not all(torch.equal(a[name], c[name]) for name in a)
     assert (first / "modules.json").is_file()
+
+
+@pytest.mark.parametrize("option", ["--freeze_word_embeddings", "--head_warmup_steps"])
+def test_frozen_word_embeddings_and_head_warmup_leave_the_encoder_as_it_was(corpus_file, tmp_path, option):
+    from training.train import export_untrained
+
+    value = "true" if option == "--freeze_word_embeddings" else "3"
+    argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "3", "--save_steps", "0", option, value)
+    train(*parse_args(argv))
+    model_args, data_args, _ = parse_args(argv)
+    start = export_untrained(model_args, data_args, 42, tmp_path / "out" / "tokenizer", tmp_path / "start",
+                             train_tokenizer=False)  # fmt: skip
+    before, after = load_file(start / "model.safetensors"), load_file(tmp_path / "out" / "final" / "model.safetensors")
+    word_embeddings = "automlm.encoder.embeddings.word_embeddings.weight"
+    torch.testing.assert_close(after[word_embeddings], before[word_embeddings], rtol=0, atol=0)
+    encoder = [name for name in before if name.startswith("automlm.") and name != word_embeddings]
+    heads = [name for name in before if not name.startswith("automlm.")]
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and changed <= set(heads + encoder)
+    if option == "--head_warmup_steps":  # only the heads moved
+        assert changed <= set(heads)
+    else:  # everything else trains
+        assert changed & set(encoder)

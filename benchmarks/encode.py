@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,13 +29,14 @@ import torch
 import transformers
 from transformers import BertConfig, PreTrainedTokenizerBase
 
+from corpora.chatterbot import chatterbot_languages, read_chatterbot_language
+from evaluation.report import markdown_table
 from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
 from modeling_automlm.modeling_automlm import special_token_ids_of
 from training.export import export_plain, export_sentence_transformers
 from training.tokenization import train_wordpiece_tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import add_shape_arguments, shape_of  # a sibling script, not a package
+from train_step import add_shape_arguments, shape_of  # a sibling script: its folder is on sys.path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,17 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def corpus_sentences(limit: int | None = None, min_words: int = 0) -> list[str]:
     """Lines of the chatterbot-corpus dialogues, all languages interleaved; joined up to `min_words` words if set."""
-    import chatterbot_corpus
-    import yaml
-
-    per_language = []
-    for language in sorted((Path(chatterbot_corpus.__file__).parent / "data").iterdir()):
-        lines = []
-        for path in sorted(language.glob("*.yml")):
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            for dialogue in data.get("conversations") or []:
-                lines += [str(line).strip() for line in dialogue if str(line).strip()]
-        per_language.append(lines)
+    per_language = [read_chatterbot_language(folder).utterances for folder in chatterbot_languages().values()]
     lines = [line for group in zip(*per_language) for line in group]  # round-robin over languages
     if min_words:
         texts, current = [], []
@@ -168,9 +158,11 @@ def main(argv: list[str] | None = None) -> None:
             models, sentences, batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup, bf16=args.bf16
         )
     medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"{'model':<8}{'median s':>10}{'min s':>9}{'sentences/s':>13}")
-    for name, median in medians.items():
-        print(f"{name:<8}{median:>10.3f}{min(times[name]):>9.3f}{len(sentences) / median:>13.1f}")
+    rows = [
+        [name, f"{median:.3f}", f"{min(times[name]):.3f}", f"{len(sentences) / median:.1f}"]
+        for name, median in medians.items()
+    ]
+    print(markdown_table(rows, ["model", "median s", "min s", "sentences/s"]))
     ratios = sorted(ours / stock for ours, stock in zip(times["ours"], times["stock"]))
     print(
         f"wrapper cost (ours / stock - 1, medians): {medians['ours'] / medians['stock'] - 1:+.2%}; per-round ratios "

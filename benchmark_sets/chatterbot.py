@@ -2,6 +2,11 @@
 
 Query: a turn of a dialogue; relevant documents: every turn that follows it somewhere in the language (score 1).
 Small and chatty: a smoke test. The corpus is read by `corpora.chatterbot`, which the trainer reads too.
+
+The questions are split by a hash of their text (`corpora.chatterbot.question_split`, which the trainer's embedded
+corpus uses too): a held-out share (`eval_fraction`) becomes the evaluation pairs, of which a third is a dev split
+for choosing checkpoints and settings, the rest the test split. The unlabelled text is every utterance that appears
+in no held-out pair, so a model trained on it has never seen an evaluation query or document.
 """
 
 from __future__ import annotations
@@ -10,7 +15,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from corpora.chatterbot import chatterbot_languages, read_chatterbot_language
+from corpora.chatterbot import (
+    EVAL_FRACTION,
+    chatterbot_languages,
+    held_out_texts,
+    question_split,
+    read_chatterbot_language,
+)
 from evaluation.data import write_beir
 
 from .common import UNLABELLED_DIR, dedup, render_readme, write_lines
@@ -21,6 +32,8 @@ logger = logging.getLogger(__name__)
 # smallest, Russian, with 63 pairs and 58 queries); the next ones down have 46 (Yoruba) and 44 (Tamil). Below ~50
 # queries one query changing rank moves a score by several points: too noisy even for a smoke test.
 CHATTERBOT_MIN_PAIRS = 50
+CHATTERBOT_EVAL_FRACTION = EVAL_FRACTION
+DEV_DIR = "dev"
 
 CHATTERBOT_LICENSE = """\
 The dialogues come from chatterbot-corpus (https://github.com/gunthercox/chatterbot-corpus), licensed under the
@@ -77,37 +90,53 @@ def dialogue_retrieval_set(
 
 
 def build_chatterbot(
-    output_dir: str | Path, min_pairs: int = CHATTERBOT_MIN_PAIRS, data_dir: str | Path | None = None
+    output_dir: str | Path,
+    min_pairs: int = CHATTERBOT_MIN_PAIRS,
+    data_dir: str | Path | None = None,
+    eval_fraction: float = CHATTERBOT_EVAL_FRACTION,
 ) -> dict[str, dict[str, int]]:
     """Build the chatterbot-corpus question -> answer retrieval benchmark.
 
-    Writes ``<output_dir>/<lang>/{queries.jsonl,corpus.jsonl,qrels.tsv}`` for every language with at least
-    `min_pairs` deduplicated (question, answer) pairs, ``<output_dir>/unlabelled/<lang>.txt`` (the deduplicated
-    utterances of every language, one per line, for pretraining), ``LICENSE`` and ``README.md``.
+    Writes ``<output_dir>/<lang>/{queries.jsonl,corpus.jsonl,qrels.tsv}`` (the test split) for every language with
+    at least `min_pairs` deduplicated test pairs, the dev split of the same languages under
+    ``<output_dir>/dev/<lang>/``, ``<output_dir>/unlabelled/<lang>.txt`` (the deduplicated utterances of every
+    language that appear in no held-out pair, one per line, for pretraining), ``LICENSE`` and ``README.md``.
 
     Args:
         output_dir: target folder (created; files of the same names are overwritten).
-        min_pairs: smallest number of deduplicated pairs (qrels lines) for a language to get a benchmark folder.
+        min_pairs: smallest number of deduplicated test pairs (qrels lines) for a language to get a benchmark folder.
         data_dir: the corpus' ``data`` folder; defaults to the installed package's.
+        eval_fraction: share of the questions held out for evaluation (dev and test).
 
     Returns:
-        Counts per language code, sorted: ``pairs`` (deduplicated, i.e. qrels lines), ``queries``, ``documents``
-        (both 0 for a language below the threshold, which gets only unlabelled text) and ``unlabelled`` (lines).
+        Counts per language code, sorted: ``pairs`` (deduplicated test pairs, i.e. qrels lines), ``queries``,
+        ``documents`` (all 0 for a language below the threshold, which gets only unlabelled text), ``dev_queries``
+        and ``unlabelled`` (lines).
     """
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}.")
     languages = chatterbot_languages(data_dir)
     output_dir = Path(output_dir)
     counts: dict[str, dict[str, int]] = {}
     for code, folder in languages.items():
         data = read_chatterbot_language(folder)
-        queries, corpus, qrels = dialogue_retrieval_set(data.pairs)
+        splits: dict[str, list[tuple[str, str]]] = {"train": [], "dev": [], "test": []}
+        for question, answer in data.pairs:
+            splits[question_split(question, eval_fraction)].append((question, answer))
+        held_out = held_out_texts(data, eval_fraction)
+        unlabelled_text = [text for text in dedup(data.utterances) if text not in held_out]
+        unlabelled = write_lines(output_dir / UNLABELLED_DIR / f"{code}.txt", unlabelled_text)
+        queries, corpus, qrels = dialogue_retrieval_set(splits["test"])
         num_pairs = sum(len(docs) for docs in qrels.values())
-        unlabelled = write_lines(output_dir / UNLABELLED_DIR / f"{code}.txt", dedup(data.utterances))
         if num_pairs >= min_pairs:
             write_beir(output_dir / code, queries, corpus, qrels)
+            dev_queries, dev_corpus, dev_qrels = dialogue_retrieval_set(splits["dev"])
+            write_beir(output_dir / DEV_DIR / code, dev_queries, dev_corpus, dev_qrels)
             counts[code] = {"pairs": num_pairs, "queries": len(queries), "documents": len(corpus)}
+            counts[code]["dev_queries"] = len(dev_queries)
         else:
             logger.info("%s (%s): %d pairs < %d, unlabelled text only", code, folder.name, num_pairs, min_pairs)
-            counts[code] = {"pairs": num_pairs, "queries": 0, "documents": 0}
+            counts[code] = {"pairs": num_pairs, "queries": 0, "documents": 0, "dev_queries": 0}
         counts[code]["unlabelled"] = unlabelled
     counts = dict(sorted(counts.items()))
     benchmark = {code: c for code, c in counts.items() if c["queries"]}
@@ -118,11 +147,13 @@ def build_chatterbot(
         title="chatterbot-corpus question -> answer retrieval",
         description=(
             "Query: a turn of a chatterbot-corpus dialogue; relevant documents: every turn that follows it somewhere "
-            "in the corpus (score 1). Queries and documents are deduplicated by exact text. Languages with at least "
-            f"{min_pairs} deduplicated pairs get a benchmark folder (the others show 0 queries); "
-            "`unlabelled/<lang>.txt` holds the deduplicated utterances of every language (including the benchmark's "
-            "own turns: the set measures a model pretrained on them). Built from the installed chatterbot-corpus "
-            "package with `automlm-build-benchmark chatterbot`."
+            f"in the held-out dialogue pairs (score 1). {eval_fraction:.0%} of the questions (by a hash of their "
+            f"text) are held out: a third of them form the dev split (`dev/<lang>/`), the rest the test split "
+            f"(`<lang>/`). Queries and documents are deduplicated by exact text. Languages with at least {min_pairs} "
+            "deduplicated test pairs get a benchmark folder (the others show 0 queries); `unlabelled/<lang>.txt` "
+            "holds the deduplicated utterances of every language that appear in no held-out pair, so training on it "
+            "never shows an evaluation query or document. Built from the installed chatterbot-corpus package with "
+            "`automlm-build-benchmark chatterbot`."
         ),
         counts=counts,
         licence="BSD-3-Clause, see LICENSE.",

@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from .chatterbot import CHATTERBOT_MIN_PAIRS, build_chatterbot
+from .chatterbot import CHATTERBOT_EVAL_FRACTION, CHATTERBOT_MIN_PAIRS, build_chatterbot
 from .debian_reference import DEBIAN_REFERENCE
 from .libreoffice_help import LIBREOFFICE_HELP
 from .translated_docs import MIN_QUERIES, build_translated_docs
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     chatterbot = commands.add_parser("chatterbot", help="question -> answer sets from chatterbot-corpus")
     chatterbot.add_argument("--output", required=True, type=Path, help="target folder")
     chatterbot.add_argument("--min-pairs", type=int, default=CHATTERBOT_MIN_PAIRS, help="smallest language kept")
+    chatterbot.add_argument(
+        "--eval-fraction", type=float, default=CHATTERBOT_EVAL_FRACTION, help="held-out share of the questions"
+    )
     for source in DOC_SOURCES.values():
         command = commands.add_parser(source.name, help=f"title -> text sets from the {source.name} packages")
         command.add_argument("--output", required=True, type=Path, help="target folder")
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.source == "chatterbot":
-            counts = build_chatterbot(args.output, min_pairs=args.min_pairs)
+            counts = build_chatterbot(args.output, min_pairs=args.min_pairs, eval_fraction=args.eval_fraction)
         else:
             counts = build_translated_docs(
                 DOC_SOURCES[args.source],

@@ -2,7 +2,9 @@
 
 Every variant shares the protocol file (backbone shape, data, steps, batch size); a variant file next to it
 (``<variant>.yaml``) changes only the objective. Each run is ``python -m training.train --config PROTOCOL --config
-VARIANT --seed S`` in a subprocess, then `evaluation.evaluate.evaluate_model` on every evaluation set at one maximum
+VARIANT --seed S`` in a subprocess (the peer methods ``tsdae`` and ``tsdae_untied`` need no variant file: they run
+`comparison.tsdae` with the protocol's backbone, text, steps, batch and learning rate), then
+`evaluation.evaluate.evaluate_model` on every evaluation set at one maximum
 sequence length. Finished runs are reused, so an interrupted comparison continues where it stopped. Paths are
 relative to the working folder: run it from the repository root.
 
@@ -45,13 +47,16 @@ VARIANTS = [
     "cl_automlm_concat",
     "cl_automlm_contextual",
 ]
+# Peer methods trained by their own module under the same protocol (no variant file): name -> extra arguments.
+PEERS = {"tsdae": [], "tsdae_untied": ["--untied"]}
 # (name, folder under --data-dir, cross-lingual pivot or None)
 EVAL_SETS = [
     ("debian-reference", "debian-reference", None),
     ("debian-reference-xling", "debian-reference", "en"),
     ("chatterbot-qa", "chatterbot-qa", None),
 ]
-# The untrained twin of every run: the same shape and tokenizer recipe with no training step, in a subprocess like
+# The untrained twin of every run: the same shape and tokenizer recipe with no training step (with a pretrained
+# backbone: the untouched backbone, the system every adaptation has to beat), in a subprocess like
 # the training runs, so that the global torch RNG is not shared with the other worker thread.
 _UNTRAINED = (
     "import sys; from pathlib import Path\n"
@@ -76,12 +81,15 @@ def train_one(protocol: Path, variant: str, seed: int, runs_dir: Path) -> Path:
     if (run_dir / "final" / "training_metrics.json").is_file():
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable, "-m", "training.train", "--config", str(protocol),
-        "--config", str(protocol.parent / f"{variant}.yaml"),
-        "--seed", str(seed), "--output_dir", str(run_dir), "--num_threads", "1", "--report_to", "none",
-        "--save_steps", "0", "--export_plain", "false",
-    ]  # fmt: skip
+    common = ["--seed", str(seed), "--output_dir", str(run_dir), "--num_threads", "1"]
+    if variant in PEERS:
+        command = [sys.executable, "-m", "comparison.tsdae", *PEERS[variant], "--config", str(protocol), *common]
+    else:
+        command = [
+            sys.executable, "-m", "training.train", "--config", str(protocol),
+            "--config", str(protocol.parent / f"{variant}.yaml"), *common, "--report_to", "none",
+            "--save_steps", "0", "--export_plain", "false", "--eval_steps", "0",
+        ]  # fmt: skip
     logger.info("train %s seed %d", variant, seed)
     _run(command, run_dir / "train.log")
     return run_dir
@@ -148,9 +156,12 @@ def _check(args: argparse.Namespace) -> None:
             f"No protocol file {args.protocol}: run from the repository root (paths are relative to the working "
             "folder) or pass --protocol configs/ablations/<protocol>.yaml."
         )
-    missing = [v for v in args.variants if not (args.protocol.parent / f"{v}.yaml").is_file()]
+    missing = [v for v in args.variants if v not in PEERS and not (args.protocol.parent / f"{v}.yaml").is_file()]
     if missing:
-        raise FileNotFoundError(f"No variant file {missing} next to {args.protocol}: choose among {VARIANTS}.")
+        raise FileNotFoundError(
+            f"No variant file {missing} next to {args.protocol}: add it, or choose among {VARIANTS} or the peer "
+            f"methods {sorted(PEERS)}."
+        )
     if args.method not in args.variants:
         raise ValueError(f"--method {args.method} is not among --variants {args.variants}.")
     for _, folder, _ in EVAL_SETS:

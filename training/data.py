@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib.metadata
 import logging
+import os
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +19,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 
-from corpora.chatterbot import chatterbot_languages, read_chatterbot_language
+from corpora.chatterbot import chatterbot_languages, held_out_texts, read_chatterbot_language
 from corpora.files import read_jsonl, read_lines
 
 from .arguments import EMBEDDED_CORPUS, DataArguments
@@ -63,10 +67,14 @@ class Corpus:
 # Readers
 # ----------------------------------------------------------------------------------------------------------------
 def read_embedded_corpus(corpus: Corpus) -> None:
-    """Every utterance of the `chatterbot-corpus` package (BSD-3-Clause), with its language code."""
+    """The utterances of the `chatterbot-corpus` package (BSD-3-Clause) with their language codes, except those of
+    the question -> answer pairs held out for evaluation (the dev and test splits of ``chatterbot-qa``)."""
     for language, folder in chatterbot_languages().items():
-        for utterance in read_chatterbot_language(folder).utterances:
-            corpus.add(utterance, language)
+        data = read_chatterbot_language(folder)
+        held_out = held_out_texts(data)
+        for utterance in data.utterances:
+            if utterance not in held_out:
+                corpus.add(utterance, language)
     corpus.sources.append(
         {
             "name": "chatterbot-corpus",
@@ -75,6 +83,24 @@ def read_embedded_corpus(corpus: Corpus) -> None:
             "url": "https://github.com/gunthercox/chatterbot-corpus",
         }
     )
+
+
+def embedded_dev_data() -> Path:
+    """The dev split of ``chatterbot-qa`` (held-out pairs the embedded corpus leaves out), built once from the
+    installed `chatterbot-corpus` package into the Hugging Face cache folder and reused."""
+    from huggingface_hub.constants import HF_HOME
+
+    from benchmark_sets.chatterbot import DEV_DIR, build_chatterbot
+
+    folder = Path(HF_HOME) / "automlm" / f"chatterbot-qa-{importlib.metadata.version('chatterbot-corpus')}"
+    if not (folder / "README.md").is_file():  # written last by the builder
+        building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
+        shutil.rmtree(building, ignore_errors=True)
+        build_chatterbot(building)
+        with contextlib.suppress(OSError):  # another process may have finished first: its folder is as good
+            os.replace(building, folder)
+        shutil.rmtree(building, ignore_errors=True)
+    return folder / DEV_DIR
 
 
 def _read_text_file(path: Path, corpus: Corpus, language: str) -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from huggingface_hub import is_offline_mode
+from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
 
 from modeling_automlm import AutoMLMForPreTraining
 from modeling_automlm.modeling_automlm import resolve_backbone
 from offline_backbones import SOURCE_FILE as BACKBONE_SOURCE_FILE
+from offline_backbones.e5_small import ST_CONFIG_FILE
 
 from .arguments import DataArguments, ModelArguments
 from .tokenization import train_wordpiece_tokenizer
@@ -49,6 +51,35 @@ def build_model(
         backbone = resolve_backbone(backbone)
         tokenizer = AutoTokenizer.from_pretrained(backbone)
         return AutoMLMForPreTraining.from_backbone(backbone, tokenizer, **objective), tokenizer
+
+
+def fill_prompts_from_backbone(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """Set `query_prompt` / `document_prompt` left unset (None) to the backbone's own sentence-transformers prompts
+    (``query`` and ``document`` or ``passage`` in its ``config_sentence_transformers.json``, as E5 has), and an unset
+    `text_prefix` to the query prompt. A backbone without prompts, or from scratch, leaves them empty."""
+    prompts: dict[str, str] = {}
+    if model_args.backbone != SCRATCH:
+        with contextlib.suppress(OSError, ValueError):
+            prompts = _sentence_transformers_prompts(resolve_backbone(model_args.backbone))
+    if data_args.query_prompt is None:
+        data_args.query_prompt = prompts.get("query", "")
+    if data_args.document_prompt is None:
+        data_args.document_prompt = prompts.get("document", prompts.get("passage", ""))
+    if data_args.text_prefix is None:
+        data_args.text_prefix = data_args.query_prompt
+
+
+def _sentence_transformers_prompts(backbone: str) -> dict[str, str]:
+    folder = Path(backbone).expanduser()
+    if folder.is_dir():
+        path = folder / ST_CONFIG_FILE
+    else:
+        cached = try_to_load_from_cache(backbone, ST_CONFIG_FILE)
+        path = Path(cached) if isinstance(cached, str) else folder / ST_CONFIG_FILE
+    if not path.is_file():
+        return {}
+    prompts = json.loads(path.read_text(encoding="utf-8")).get("prompts") or {}
+    return {str(name): str(text) for name, text in prompts.items()}
 
 
 def backbone_source(model_args: ModelArguments) -> Path | None:

@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase, get_scheduler
 from model_card import generate_model_card
 from modeling_automlm import AutoMLMForPreTraining, AutoMLMForPreTrainingOutput
 
-from .arguments import DataArguments, ModelArguments, PretrainingArguments, parse_args, settings_dict
+from .arguments import EMBEDDED_CORPUS, DataArguments, ModelArguments, PretrainingArguments, parse_args, settings_dict
 from .checkpoints import complete_checkpoints, save_checkpoint
 from .data import (
     UNKNOWN_LANGUAGE,
@@ -43,12 +43,13 @@ from .data import (
     SentenceDataset,
     StreamingSentences,
     balance_languages,
+    embedded_dev_data,
     load_corpus,
 )
 from .export import export_plain, export_sentence_transformers, sentence_transformers_prompts
 from .gradcache import grad_cache_step
 from .health import embedding_health
-from .model import BACKBONE_SOURCE_FILE, SCRATCH, backbone_source, build_model
+from .model import BACKBONE_SOURCE_FILE, SCRATCH, backbone_source, build_model, fill_prompts_from_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +251,7 @@ def export_untrained(
     texts = load_corpus(data_args).texts if train_tokenizer and model_args.backbone == SCRATCH else []
     torch.manual_seed(seed)
     model, tokenizer = build_model(model_args, data_args, texts, tokenizer_dir, train_tokenizer=train_tokenizer)
+    fill_prompts_from_backbone(model_args, data_args)
     prompts = sentence_transformers_prompts(data_args.query_prompt, data_args.document_prompt)
     return export_sentence_transformers(model.eval(), tokenizer, output_dir, data_args.max_seq_length, prompts=prompts)
 
@@ -316,6 +318,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     checkpoint_dir = Path(args.output_dir) / "checkpoints"
     check_checkpoints(checkpoint_dir, resume=args.resume)
     accelerator = build_accelerator(args)
+    if data_args.dev_data == EMBEDDED_CORPUS:
+        with accelerator.main_process_first():  # the main process builds it once; the others read it
+            data_args.dev_data = str(embedded_dev_data())
     set_seed(args.seed)
     corpus, dataset = load_training_data(data_args, args, accelerator.num_processes)
     batch_size = args.per_device_train_batch_size
@@ -328,6 +333,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         )
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
+    fill_prompts_from_backbone(model_args, data_args)
     if args.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     collator = AutoMLMCollator(
@@ -336,8 +342,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         whole_word_masking=model.config.masking_scheme == "whole_word",
         views=data_args.contrastive_views,
         text_prefix=data_args.text_prefix,
-        query_prompt=data_args.query_prompt or "",
-        document_prompt=data_args.document_prompt or "",
+        query_prompt=data_args.query_prompt,
+        document_prompt=data_args.document_prompt,
         crop_ratio=(data_args.crop_min_ratio, data_args.crop_max_ratio),
     )
     loader = DataLoader(
@@ -533,8 +539,8 @@ def evaluate(run: Run, state: TrainingState) -> None:
             run.tokenizer,
             data_args.dev_data,
             data_args.max_seq_length,
-            query_prompt=data_args.query_prompt or "",
-            document_prompt=data_args.document_prompt or "",
+            query_prompt=data_args.query_prompt,
+            document_prompt=data_args.document_prompt,
         )
         value = results["macro"][metric]
         state.record({f"dev_{metric}": value})
@@ -635,14 +641,21 @@ def main(argv: list[str] | None = None) -> None:
     if not PartialState().is_main_process:
         return
     final_dir = Path(args.output_dir).resolve() / "final"
+    best = ""
+    if summary["best_step"] is not None:
+        metric = f"{args.metric_for_best_model} {summary['best_metric']:.4f}"
+        best = f"\nExported step {summary['best_step']}: the best on the dev data ({metric})"
     print(
         f"\nTrained {summary['steps']} steps in {summary['wall_time_s']:.0f} s "
         f"({summary['throughput_sentences_per_s']:.0f} sentences/s); final losses: "
         + ", ".join(f"{k}={v:.4f}" for k, v in summary["final"].items())
+        + best
         + f"\nModel: {final_dir}\n\nUse it:\n"
         "    from sentence_transformers import SentenceTransformer\n"
         f"    model = SentenceTransformer({str(final_dir)!r}, trust_remote_code=True)\n"
-        '    embeddings = model.encode(["where is my order?", "¿dónde está mi pedido?"])\n'
+        '    queries = model.encode_query(["where is my order?", "¿dónde está mi pedido?"])\n'
+        '    documents = model.encode_document(["Track your parcel under My orders.", "Devoluciones en 30 días."])\n'
+        "    print(model.similarity(queries, documents))\n"
     )
 
 

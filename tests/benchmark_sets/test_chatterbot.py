@@ -28,6 +28,15 @@ def test_chatterbot_builder_on_the_installed_corpus(tmp_path, capsys):
     assert {p.stem for p in unlabelled.glob("*.txt")} == set(counts)
     english = (unlabelled / "en.txt").read_text(encoding="utf-8").splitlines()
     assert len(english) == len(set(english)) == counts["en"]["unlabelled"]
+    # Held out means held out: no evaluation query or document (dev or test) is in the training text.
+    for lang in languages:
+        seen = set((unlabelled / f"{lang}.txt").read_text(encoding="utf-8").splitlines())
+        for split in (tmp_path / lang, tmp_path / "dev" / lang):
+            queries, corpus, _ = load_beir(split)
+            assert not seen & {*queries.values(), *corpus.values()}, f"{split}: evaluation text in unlabelled/"
+        dev_queries = set(load_beir(tmp_path / "dev" / lang)[0].values())
+        assert len(dev_queries) == counts[lang]["dev_queries"] > 0
+        assert not dev_queries & set(load_beir(tmp_path / lang)[0].values())  # dev and test questions differ
     assert "Gunther Cox" in (tmp_path / "LICENSE").read_text()
     assert "BSD" in (tmp_path / "README.md").read_text()
 

@@ -59,3 +59,28 @@ def test_cli_bad_input_is_one_line_naming_the_fix(argv, message, capsys):
     assert len(error.strip().splitlines()) == 1, error
     assert "Traceback" not in error
     assert re.search(message, error), error
+
+
+def test_bootstrap_command_compares_two_results_per_language(tmp_path, capsys):
+    from evaluation.compare import main as bootstrap_main
+
+    def result(model, scores):  # two languages, one query scoring 1.0 more for A in "en" only
+        per_query = {lang: {f"q{i}": {"ndcg@10": s} for i, s in enumerate(values)} for lang, values in scores.items()}
+        per_language = {lang: {"ndcg@10": sum(v) / len(v)} for lang, v in scores.items()}
+        macro = {"ndcg@10": sum(p["ndcg@10"] for p in per_language.values()) / len(per_language)}
+        return {"model": model, "per_query": per_query, "per_language": per_language, "macro": macro}
+
+    a = result("A", {"en": [1.0] * 30, "de": [0.5] * 30})
+    b = result("B", {"en": [0.0] * 30, "de": [0.5] * 30})
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    bootstrap_main([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    lines = {
+        line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")
+    }
+    assert "A better" in lines["en"] and "+1.000" in lines["en"]
+    assert "no significant difference" in lines["de"]
+    assert "+0.500" in lines["macro"] and "A better" in lines["macro"]
+    with pytest.raises(SystemExit):
+        bootstrap_main([str(tmp_path / "a.json"), str(tmp_path / "missing.json")])
+    assert capsys.readouterr().err.count("\n") == 1

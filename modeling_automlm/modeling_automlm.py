@@ -416,6 +416,7 @@ class AutoMLMPreTrainedModel(PreTrainedModel):
 
 
 BACKBONE_RESOLVERS = "automlm.backbone_resolvers"
+_UNREACHABLE: set[str] = set()  # names the Hub did not answer for in this process: not probed twice
 
 
 def resolve_backbone(backbone: str, **backbone_kwargs: Any) -> str:
@@ -435,8 +436,12 @@ def resolve_backbone(backbone: str, **backbone_kwargs: Any) -> str:
         if resolved != backbone:
             return resolved
     try:
-        AutoConfig.from_pretrained(backbone, **backbone_kwargs)
+        if backbone not in _UNREACHABLE:
+            AutoConfig.from_pretrained(backbone, **backbone_kwargs)
+            return backbone
     except OSError:
+        _UNREACHABLE.add(backbone)
+    if backbone in _UNREACHABLE:
         for resolver in resolvers:
             resolved = resolver(backbone, hub_unreachable=True)
             if resolved != backbone:

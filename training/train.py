@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
@@ -274,7 +274,9 @@ def micro_batches(
         loader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         if rng is not None:
-            batches, rng = _restore_rng_after_start(batches, rng), None
+            # Mid-epoch, the uninterrupted run started this epoch's iterator before the checkpoint: that draw is
+            # undone. At an epoch's first batch it started it after the checkpoint, as this run does: it is kept.
+            batches, rng = (_restore_rng_after_start(batches, rng) if skip else batches), None
         empty = True
         for batch in batches:
             empty = False
@@ -336,6 +338,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     fill_prompts_from_backbone(model_args, data_args)
     if args.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    # The backbone's own pooler (BERT, XLM-R) is never used: Auto-MLM pools the token states itself. Frozen, it has
+    # no optimizer state to miss: FSDP checkpoints only resume when every trainable parameter has some.
+    if getattr(model.automlm.encoder, "pooler", None) is not None:
+        model.automlm.encoder.pooler.requires_grad_(False)
     collator = AutoMLMCollator(
         tokenizer,
         max_length=data_args.max_seq_length,
@@ -460,8 +466,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         evaluate(run, state)
     accelerator.wait_for_everyone()
     summary = summarize(run, state)
+    model = whole_model(run)  # every process: under FSDP this gathers the shards
     if accelerator.is_main_process:
-        export(run, state, summary)
+        export(run, state, summary, model)
     accelerator.end_training()
     return summary
 
@@ -530,12 +537,30 @@ def dev_evaluate(
     return results
 
 
+def whole_model(run: Run) -> AutoMLMForPreTraining | None:
+    """The model with whole parameters on the main process (None on the others), to evaluate or export.
+
+    Under FSDP each process holds a shard of every parameter: every process must call this (it gathers them) and
+    the main process gets a plain copy. Otherwise it is `run.model` itself.
+    """
+    accelerator = run.accelerator
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return run.model if accelerator.is_main_process else None
+    state_dict = accelerator.get_state_dict(run.model)  # a collective; the whole weights land on the main process
+    if not accelerator.is_main_process:
+        return None
+    model = AutoMLMForPreTraining(run.model.config)
+    model.load_state_dict(state_dict)
+    return model.to(accelerator.device)
+
+
 def evaluate(run: Run, state: TrainingState) -> None:
     """Dev evaluation on the main process, recorded in the history; the best model is saved under `best/`."""
     accelerator, data_args, metric = run.accelerator, run.data_args, run.args.metric_for_best_model
+    model = whole_model(run)  # every process: under FSDP this gathers the shards
     if accelerator.is_main_process:
         results = dev_evaluate(
-            run.model,
+            model,
             run.tokenizer,
             data_args.dev_data,
             data_args.max_seq_length,
@@ -550,13 +575,14 @@ def evaluate(run: Run, state: TrainingState) -> None:
         if state.best_metric is None or value > state.best_metric:
             state.best_metric, state.best_step = value, state.step
             best_dir = run.output_dir / "best"
-            run.model.save_pretrained(best_dir)
+            model.save_pretrained(best_dir)
             (best_dir / "eval_results.json").write_text(json.dumps([results], indent=2))
     accelerator.wait_for_everyone()
     # Every process needs the same best step (checkpoint retention protects it).
-    best = torch.tensor([state.best_step or 0], dtype=torch.float64, device=accelerator.device)
+    # Step 0 (the untouched model) can be the best: -1 stands for "none yet".
+    best = torch.tensor([-1 if state.best_step is None else state.best_step], device=accelerator.device)
     best = accelerator.reduce(best, "max") if accelerator.num_processes > 1 else best
-    state.best_step = int(best[0].item()) or None
+    state.best_step = None if int(best[0].item()) < 0 else int(best[0].item())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -587,10 +613,9 @@ def summarize(run: Run, state: TrainingState) -> dict[str, Any]:
     }
 
 
-def export(run: Run, state: TrainingState, summary: dict[str, Any]) -> None:
+def export(run: Run, state: TrainingState, summary: dict[str, Any], model: AutoMLMForPreTraining) -> None:
     """Write the Hub-ready folder `final/` (and `final-plain/`), each with its model card."""
     args, output_dir, max_seq_length = run.args, run.output_dir, run.data_args.max_seq_length
-    model = run.model
     best_dir = output_dir / "best"
     if args.load_best_model_at_end and state.best_step is not None and best_dir.is_dir():
         logger.info("Exporting the best dev checkpoint (step %d, %s)", state.best_step, state.best_metric)

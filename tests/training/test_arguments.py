@@ -58,7 +58,7 @@ def test_missing_settings_file():
 def test_shipped_configs_parse():
     from pathlib import Path
 
-    configs = sorted(Path(__file__).parents[2].joinpath("configs").rglob("*.yaml"))
+    configs = sorted(p for p in Path(__file__).parents[2].glob("configs/**/*.yaml") if p.parent.name != "accelerate")
     assert configs, "configs/ holds the shipped recipes"
     for path in configs:
         parse_args(["--config", str(path)])

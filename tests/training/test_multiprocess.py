@@ -19,8 +19,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_process_on_the_global_batch(make_config, tokenizer, sentences, tmp_path):
+def global_batch_setup(make_config, tokenizer, sentences, folder: Path) -> tuple[AutoMLMForPreTraining, dict]:
+    """A model and a global batch of 8 whose halves mask the same tokens, also written to `folder/setup.json` for the
+    worker processes (each takes its half)."""
     config = make_config(auto_mlm_weight=0.5)
     torch.manual_seed(0)
     model = AutoMLMForPreTraining(config).eval()
@@ -28,14 +29,22 @@ def test_two_processes_match_one_process_on_the_global_batch(make_config, tokeni
     # Same masked tokens in every half, so that the token-level Auto-MLM mean is the same either way.
     masked, labels = model.mask(batch["input_ids"][:4], batch["attention_mask"][:4],
                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
-    ids = torch.cat([batch["input_ids"][:4], batch["input_ids"][:4].flip(0)])
-    attention = torch.cat([batch["attention_mask"][:4], batch["attention_mask"][:4].flip(0)])
-    masked, labels = torch.cat([masked, masked.flip(0)]), torch.cat([labels, labels.flip(0)])
+    inputs = {
+        "input_ids": torch.cat([batch["input_ids"][:4], batch["input_ids"][:4].flip(0)]),
+        "attention_mask": torch.cat([batch["attention_mask"][:4], batch["attention_mask"][:4].flip(0)]),
+        "masked_input_ids": torch.cat([masked, masked.flip(0)]),
+        "mlm_labels": torch.cat([labels, labels.flip(0)]),
+    }
     setup = {"config": config.to_dict(), "state": {k: v.tolist() for k, v in model.state_dict().items()},
-             "input_ids": ids.tolist(), "attention_mask": attention.tolist(),
-             "masked_input_ids": masked.tolist(), "mlm_labels": labels.tolist()}  # fmt: skip
+             **{key: value.tolist() for key, value in inputs.items()}}  # fmt: skip
     setup["config"].pop("model_type", None)
-    (tmp_path / "setup.json").write_text(json.dumps(setup))
+    (folder / "setup.json").write_text(json.dumps(setup))
+    return model, inputs
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_on_the_global_batch(make_config, tokenizer, sentences, tmp_path):
+    model, inputs = global_batch_setup(make_config, tokenizer, sentences, tmp_path)
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -48,7 +57,7 @@ def test_two_processes_match_one_process_on_the_global_batch(make_config, tokeni
     outcome = json.loads((tmp_path / "result.json").read_text())
     assert outcome["world_size"] == 2
 
-    reference = model(input_ids=ids, attention_mask=attention, masked_input_ids=masked, mlm_labels=labels)
+    reference = model(**inputs)
     reference.loss.backward()
     losses = torch.tensor(outcome["losses"])  # (2 processes, [loss, cl, auto_mlm])
     # Each process's InfoNCE ranks its anchors against all 8 candidates: the mean equals the global one.

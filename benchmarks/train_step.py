@@ -6,8 +6,15 @@ Variants, all on the same encoder (shared weights) and the same batch:
 - ``cl+mlm``: plus plain MLM on the encoder's states of the masked sentence, batched with the two CL views, logits
   at masked positions only (``auto_mlm_weight=0, mlm_weight=w``).
 - ``cl+auto-mlm``: the method with the default config (the head reads token embeddings: no encoder pass of its own).
+- ``cl+auto-mlm:sampled``: the same with a sampled softmax (``head_vocab_sample_size=--sample-size``): each masked
+  position is scored against the batch's target tokens plus uniform negatives, not the whole vocabulary.
+  ``cl+mlm:sampled`` (not run by default) does the same for plain MLM.
 - ``naive``: CL plus MLM the way SimCSE adds it: a separate encoder call over the masked sentence and vocabulary
   logits at every position.
+
+``--embeddings trained frozen`` runs every variant twice: with the word embeddings trained (the default; AdamW
+updates the whole table) and frozen (``requires_grad=False``, as ``automlm-train --freeze_word_embeddings``), in
+the same round-robin; ``x cl`` compares each variant with ``cl`` under the same option.
 
 ``--ablations`` adds the same objective with a cheaper head or fewer masked positions (``auto-mlm:mask_p=0.05``:
 ``mask_probability=0.05``), and the vocabulary logits alone.
@@ -20,6 +27,8 @@ Example:
     OMP_NUM_THREADS=1 python benchmarks/train_step.py --repeats 7
     OMP_NUM_THREADS=1 python benchmarks/train_step.py --vocab-size 250002 --repeats 5
     OMP_NUM_THREADS=1 python benchmarks/train_step.py --ablations --profile
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py --shape multilingual-e5-small --batch-size 32 --seq-len 64 \
+        --variants cl cl+mlm cl+auto-mlm cl+auto-mlm:sampled --embeddings trained frozen --repeats 5 --warmup 1
 """
 
 from __future__ import annotations
@@ -51,8 +60,13 @@ SHAPES: dict[str, dict[str, int]] = {
     # The project's embedded default model.
     "default": {"layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024, "vocab": 32000},
     "xlmr-base": {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072, "vocab": 250002},
+    # intfloat/multilingual-e5-small: a BERT model with XLM-R's vocabulary; 96 M of its 118 M parameters are the
+    # word embeddings.
+    "multilingual-e5-small": {"layers": 12, "hidden": 384, "heads": 12, "intermediate": 1536, "vocab": 250037},
 }
-MAIN_VARIANTS = ("cl", "cl+mlm", "cl+auto-mlm", "naive")
+SAMPLED = ":sampled"  # suffix of a variant whose heads use a sampled softmax (`--sample-size` candidates)
+FROZEN = "/frozen"  # suffix of a variant run with the word embeddings frozen
+MAIN_VARIANTS = ("cl", "cl+mlm", "cl+auto-mlm", f"cl+auto-mlm{SAMPLED}", "naive")
 # Where the extra time of Auto-MLM goes: the same objective with cheaper heads, and the vocabulary logits alone.
 ABLATIONS: dict[str, dict[str, object]] = {
     "auto-mlm:head_layers=0": {"head_num_layers": 0, "head_fusion": "add"},
@@ -78,12 +92,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--mlm-weight", type=float, default=0.1, help="weight of the MLM term (cl+mlm, naive)")
+    parser.add_argument(
+        "--sample-size",
+        type=int,
+        default=8192,
+        help=f"head_vocab_sample_size of the {SAMPLED} variants: candidates each masked position is scored against",
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (each runs every variant once)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (for GPUs; slow on AVX2 CPUs)")
-    parser.add_argument("--variants", nargs="+", default=list(MAIN_VARIANTS), help=f"among {MAIN_VARIANTS}")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(MAIN_VARIANTS),
+        help=f"among {MAIN_VARIANTS} and cl+mlm{SAMPLED}; a {FROZEN} suffix freezes the word embeddings",
+    )
+    parser.add_argument(
+        "--embeddings",
+        nargs="+",
+        choices=["trained", "frozen"],
+        default=["trained"],
+        help=f"run each variant with the word embeddings trained, frozen (the {FROZEN} variants), or both",
+    )
     parser.add_argument("--ablations", action="store_true", help=f"also time {[*ABLATIONS, LOGITS_ONLY]}")
     parser.add_argument(
         "--memory",
@@ -117,7 +149,7 @@ def shape_of(args: argparse.Namespace) -> dict[str, int]:
 
 
 def encoder_config_of(args: argparse.Namespace) -> PreTrainedConfig:
-    """A BERT config for the default shape, an XLM-R config for the XLM-R shape (random weights, no download)."""
+    """An XLM-R config for the XLM-R shape, else a BERT config (random weights, no download)."""
     shape = shape_of(args)
     common = {
         "num_hidden_layers": shape["layers"],
@@ -166,11 +198,17 @@ def make_batch(args: argparse.Namespace, device: torch.device) -> dict[str, torc
 
 @dataclass
 class Variant:
-    """A named training objective: `loss(batch)` runs its forward pass."""
+    """A named training objective: `loss(batch)` runs its forward pass; `frozen_embeddings` keeps the word
+    embeddings out of the step (no gradient, no AdamW update)."""
 
     name: str
     model: AutoMLMForPreTraining
     loss: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    frozen_embeddings: bool = False
+
+    def set_embeddings_trainable(self) -> None:
+        """The variants share one encoder: set its word embeddings' `requires_grad` for this variant's step."""
+        self.model.get_input_embeddings().weight.requires_grad_(not self.frozen_embeddings)
 
 
 def naive_mlm_loss(
@@ -200,38 +238,49 @@ def logits_only_loss(model: AutoMLMForPreTraining, batch: dict[str, torch.Tensor
     return loss
 
 
+def objective_fields(args: argparse.Namespace, objective: str) -> dict[str, object]:
+    """The `AutoMLMConfig` fields of a variant, named without its `FROZEN` suffix."""
+    fields_of: dict[str, dict[str, object]] = {
+        "cl": {"auto_mlm_weight": 0.0},
+        "naive": {"auto_mlm_weight": 0.0},
+        "cl+mlm": {"auto_mlm_weight": 0.0, "mlm_weight": args.mlm_weight},
+        "cl+auto-mlm": {},
+        LOGITS_ONLY: {},
+        **ABLATIONS,
+    }
+    for name in ("cl+mlm", "cl+auto-mlm"):
+        fields_of[name + SAMPLED] = {**fields_of[name], "head_vocab_sample_size": args.sample_size}
+    if objective not in fields_of:
+        raise ValueError(f"Unknown variant {objective!r}; choose among {list(fields_of)}, with {FROZEN!r} or not.")
+    return dict(fields_of[objective])
+
+
 def build_variants(args: argparse.Namespace, names: list[str], device: torch.device) -> dict[str, Variant]:
-    """One model per variant, all sharing the first one's encoder (so that only the objectives differ)."""
+    """One model per objective, all sharing the first one's encoder (so that only the objectives differ); a
+    variant and its `FROZEN` twin share their model too."""
     torch.manual_seed(args.seed)
     shared = None
+    models: dict[str, AutoMLMForPreTraining] = {}
     variants: dict[str, Variant] = {}
     for name in names:
-        if name in ("cl", "naive"):
-            fields: dict[str, object] = {"auto_mlm_weight": 0.0}
-        elif name == "cl+mlm":
-            fields = {"auto_mlm_weight": 0.0, "mlm_weight": args.mlm_weight}
-        elif name in ("cl+auto-mlm", LOGITS_ONLY):
-            fields = {}
-        elif name in ABLATIONS:
-            fields = dict(ABLATIONS[name])
-        else:
-            choices = [*MAIN_VARIANTS, *ABLATIONS, LOGITS_ONLY]
-            raise ValueError(f"Unknown variant {name!r}; choose among {choices}.")
-        with device:  # initialise on the device: much faster on a GPU for a 250k vocabulary
-            model = AutoMLMForPreTraining(automlm_config(args, **fields))
-        if shared is None:
-            shared = model.automlm
-        else:
-            model.automlm = shared
-        model.to(device).train()
-        if name == "naive":
-            head = AutoMLMPredictionHead(model.config).to(device)
-            model.add_module("naive_mlm_head", head)  # so that the optimizer and .to() see it
+        objective = name.removesuffix(FROZEN)
+        if objective not in models:
+            with device:  # initialise on the device: much faster on a GPU for a 250k vocabulary
+                model = AutoMLMForPreTraining(automlm_config(args, **objective_fields(args, objective)))
+            if shared is None:
+                shared = model.automlm
+            else:
+                model.automlm = shared
+            if objective == "naive":
+                model.add_module("naive_mlm_head", AutoMLMPredictionHead(model.config))  # seen by the optimizer
+            models[objective] = model.to(device).train()
+        model = models[objective]
+        if objective == "naive":
 
-            def loss(batch, model=model, head=head):
-                return naive_mlm_loss(model, head, batch, args.mlm_weight)
+            def loss(batch, model=model):
+                return naive_mlm_loss(model, model.naive_mlm_head, batch, args.mlm_weight)
 
-        elif name == LOGITS_ONLY:
+        elif objective == LOGITS_ONLY:
 
             def loss(batch, model=model):
                 return logits_only_loss(model, batch)
@@ -241,7 +290,7 @@ def build_variants(args: argparse.Namespace, names: list[str], device: torch.dev
             def loss(batch, model=model):
                 return model(**batch).loss
 
-        variants[name] = Variant(name, model, loss)
+        variants[name] = Variant(name, model, loss, frozen_embeddings=name != objective)
     return variants
 
 
@@ -267,11 +316,13 @@ def train_step(
     bf16: bool,
     keep_grads: bool = False,
 ) -> torch.Tensor:
-    """zero_grad, forward (under bf16 autocast when asked), backward, AdamW step; returns the loss.
+    """zero_grad, forward (under bf16 autocast when asked), backward, AdamW step; returns the loss. With
+    `variant.frozen_embeddings` the word embeddings get no gradient, so AdamW skips them.
 
     `keep_grads` zeroes the gradients in place instead of freeing them (for memory probes: their memory is then
     allocated before the step, like the parameters').
     """
+    variant.set_embeddings_trainable()
     optimizer.zero_grad(set_to_none=not keep_grads)
     device_type = batch["input_ids"].device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
@@ -289,8 +340,13 @@ def time_variants(
     repeats: int,
     warmup: int,
     bf16: bool,
+    cpu_times: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per step of every variant, round-robin, the starting variant rotating every round."""
+    """Seconds per step of every variant, round-robin, the starting variant rotating every round.
+
+    `cpu_times`, when given, receives the process's CPU seconds of each timed step (`time.process_time`): on a CPU
+    shared with other jobs, unlike the wall-clock time, it leaves out the time the step waited for a core.
+    """
     device = batch["input_ids"].device
     names = list(variants)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -298,11 +354,13 @@ def time_variants(
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             synchronize(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             train_step(variants[name], optimizer, batch, bf16)
             synchronize(device)
             if round_index >= warmup:
                 times[name].append(time.perf_counter() - start)
+                if cpu_times is not None:
+                    cpu_times.setdefault(name, []).append(time.process_time() - cpu_start)
     return times
 
 
@@ -326,7 +384,20 @@ def encoder_flops_per_token(layers: int, hidden: int, intermediate: int, seq_len
     return 3.0 * forward
 
 
-def train_flops(config: AutoMLMConfig, batch_size: int, seq_len: int, num_selected: float) -> float:
+def prediction_flops(config: AutoMLMConfig, num_positions: float, frozen_embeddings: bool = False) -> float:
+    """Training FLOPs of a prediction head at `num_positions` positions: the transform (hidden^2) and the vocabulary
+    projection (hidden * the rows scored: the vocabulary, or the `head_vocab_sample_size` sampled candidates, which
+    the distinct targets of a batch exceed only when they outnumber them). With frozen word embeddings the tied
+    projection's weight gradient is not computed: 2x forward instead of 3x."""
+    hidden, vocab, sample = config.hidden_size, config.vocab_size, config.head_vocab_sample_size
+    rows = min(sample, vocab) if sample > 0 else vocab
+    projection_passes = 2.0 if frozen_embeddings and config.tie_head_embeddings else 3.0
+    return 2 * num_positions * (3.0 * hidden**2 + projection_passes * hidden * rows)
+
+
+def train_flops(
+    config: AutoMLMConfig, batch_size: int, seq_len: int, num_selected: float, frozen_embeddings: bool = False
+) -> float:
     """Model FLOPs of one training step of `config`'s objective (see `encoder_flops_per_token` for what counts).
 
     - Encoder: the two CL views (and the masked sentence for plain MLM or a contextual head): `batch * seq_len`
@@ -334,12 +405,12 @@ def train_flops(config: AutoMLMConfig, batch_size: int, seq_len: int, num_select
     - Auto-MLM head (default, token-embedding input): the sentence projection; its layers over
       `batch * (seq_len + 1)` positions (the sentence vector is prepended), except the last layer's attention output
       projection and feed-forward, which run at the `num_selected` masked positions only (`AutoMLMHead.forward`);
-      at those positions the prediction transform (hidden^2) and the tied vocabulary projection (hidden * vocab).
+      at those positions the prediction transform and the tied vocabulary projection (`prediction_flops`).
       Without layers, the head builds and predicts the masked positions only.
     - Plain MLM head: the prediction transform and vocabulary projection at the masked positions.
     """
     encoder = config.encoder_config
-    hidden, vocab = config.hidden_size, config.vocab_size
+    hidden = config.hidden_size
     passes = 2 if config.contrastive_weight > 0 else 1
     contextual_masked = config.mlm_weight > 0 or (config.auto_mlm_weight > 0 and config.head_input == "contextual")
     passes += int(contextual_masked)
@@ -347,7 +418,7 @@ def train_flops(config: AutoMLMConfig, batch_size: int, seq_len: int, num_select
         encoder.num_hidden_layers, hidden, encoder.intermediate_size, seq_len
     )  # one sentence token
     flops = passes * batch_size * seq_len * per_token
-    predictor = 3.0 * 2 * num_selected * (hidden**2 + hidden * vocab)
+    predictor = prediction_flops(config, num_selected, frozen_embeddings)
     if config.auto_mlm_weight > 0:
         flops += 3.0 * 2 * batch_size * hidden**2 + predictor  # sentence projection, prediction at masked positions
         fused_positions = num_selected
@@ -369,15 +440,16 @@ def train_flops(config: AutoMLMConfig, batch_size: int, seq_len: int, num_select
 
 def variant_flops(variant: Variant, batch_size: int, seq_len: int, num_selected: float) -> float:
     """Model FLOPs of one step of a benchmark variant (`train_flops`, plus the naive reference's extra pass)."""
-    config = variant.model.config
-    hidden, vocab = config.hidden_size, config.vocab_size
-    if variant.name == LOGITS_ONLY:
-        return 3.0 * 2 * num_selected * (hidden**2 + hidden * vocab)
-    flops = train_flops(config, batch_size, seq_len, num_selected)
-    if variant.name == "naive":
+    config, frozen = variant.model.config, getattr(variant, "frozen_embeddings", False)
+    objective = variant.name.removesuffix(FROZEN)
+    if objective == LOGITS_ONLY:
+        return prediction_flops(config, num_selected)  # against a trainable copy of the embeddings
+    flops = train_flops(config, batch_size, seq_len, num_selected, frozen)
+    if objective == "naive":
         encoder = config.encoder_config
+        hidden = config.hidden_size
         per_token = encoder_flops_per_token(encoder.num_hidden_layers, hidden, encoder.intermediate_size, seq_len)
-        flops += batch_size * seq_len * (per_token + 3.0 * 2 * (hidden**2 + hidden * vocab))
+        flops += batch_size * seq_len * per_token + prediction_flops(config, batch_size * seq_len, frozen)
     return flops
 
 
@@ -420,9 +492,12 @@ def memory_probe(args: argparse.Namespace) -> dict[str, float]:
     optimizer = make_optimizer(variants)
     batch = make_batch(args, device)
     variant = variants[args.memory_probe]
-    # Allocate the gradients and the AdamW state first, so that the step's peak is its activations and temporaries.
+    # Allocate the gradients and the AdamW state first, so that the step's peak is its activations and temporaries
+    # (none for frozen word embeddings).
+    variant.set_embeddings_trainable()
     for parameter in variant.model.parameters():
-        parameter.grad = torch.zeros_like(parameter)
+        if parameter.requires_grad:
+            parameter.grad = torch.zeros_like(parameter)
     optimizer.step()
     return peak_memory(lambda: train_step(variant, optimizer, batch, args.bf16, keep_grads=True), device)
 
@@ -470,7 +545,14 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(memory_probe(args)))
         return
     device = torch.device(args.device)
-    names = list(args.variants) + ([*ABLATIONS, LOGITS_ONLY] if args.ablations else [])
+    objectives = list(args.variants) + ([*ABLATIONS, LOGITS_ONLY] if args.ablations else [])
+    names = list(
+        dict.fromkeys(
+            name if option == "trained" or name.endswith(FROZEN) else name + FROZEN
+            for option in args.embeddings
+            for name in objectives
+        )
+    )
     variants = build_variants(args, names, device)
     optimizer = make_optimizer(variants)
     batch = make_batch(args, device)
@@ -479,35 +561,49 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"shape {args.shape} {shape}, batch {args.batch_size} x seq {args.seq_len}, device {device}, "
         f"threads {torch.get_num_threads()}, bf16 {args.bf16}, masked positions/batch ~{max(selected.values()):.0f}, "
-        f"repeats {args.repeats} (+{args.warmup} warm-up), torch {torch.__version__}"
+        f"sampled softmax candidates {args.sample_size}, repeats {args.repeats} (+{args.warmup} warm-up), "
+        f"torch {torch.__version__}"
     )
-    times = time_variants(variants, optimizer, batch, repeats=args.repeats, warmup=args.warmup, bf16=args.bf16)
+    cpu_times: dict[str, list[float]] = {}
+    times = time_variants(
+        variants, optimizer, batch, repeats=args.repeats, warmup=args.warmup, bf16=args.bf16, cpu_times=cpu_times
+    )
     memory = {}
     if args.memory != "none":
-        probe_names = [name for name in names if name in MAIN_VARIANTS]
+        probe_names = [name for name in names if name.removesuffix(FROZEN) in MAIN_VARIANTS]
         probe_argv = [a for a in argv if a not in ("--profile", "--ablations")]
         memory = run_probes(__file__, probe_argv, "--memory-probe", probe_names, args.threads)
-    base = statistics.median(times["cl"]) if "cl" in times else None
     flops = {name: variant_flops(variants[name], args.batch_size, args.seq_len, selected[name]) for name in names}
     tokens = args.batch_size * args.seq_len
     rows = []
     for name in names:
+        frozen = variants[name].frozen_embeddings
+        base = "cl" + (FROZEN if frozen else "")  # cl with the same word-embedding option
         median = statistics.median(times[name])
-        ratio = f"{median / base:.3f}" if base else "-"
-        flop_ratio = f"{flops[name] / flops['cl']:.3f}" if base else "-"
+        ratio = f"{median / statistics.median(times[base]):.3f}" if base in times else "-"
+        cpu_ratio = "-"
+        if base in times and device.type == "cpu":  # per round, so that each step is compared with a close one
+            cpu_ratio = f"{statistics.median(a / b for a, b in zip(cpu_times[name], cpu_times[base])):.3f}"
+        flop_ratio = f"{flops[name] / flops[base]:.3f}" if base in flops else "-"
         mem = memory.get(name)
         peak, step = (f"{mem['peak_mib']:.0f}", f"{mem['step_mib']:.0f}") if mem else ("-", "-")
         rows.append([
-            name, f"{median * 1e3:.1f}", f"{min(times[name]) * 1e3:.1f}", ratio, flop_ratio, f"{tokens / median:.0f}",
+            name.removesuffix(FROZEN), "frozen" if frozen else "trained", f"{median * 1e3:.1f}",
+            f"{min(times[name]) * 1e3:.1f}", ratio, cpu_ratio, flop_ratio, f"{tokens / median:.0f}",
             f"{flops[name] / median / 1e9:.1f}", peak, step,
         ])  # fmt: skip
-    headers = ["variant", "median ms", "min ms", "x cl", "FLOPs x cl", "tokens/s", "GFLOP/s", "peak MiB", "step MiB"]
+    headers = [
+        "variant", "word embeddings", "median ms", "min ms", "x cl", "CPU x cl", "FLOPs x cl", "tokens/s", "GFLOP/s",
+        "peak MiB", "step MiB",
+    ]  # fmt: skip
     print(markdown_table(rows, headers))
     print(
-        "x cl: median step time over that of cl; FLOPs x cl: model FLOPs over those of cl (what is counted: "
-        "train_flops in this file). tokens/s: input sentence tokens (batch x seq_len) per second; each sentence is "
-        "encoded twice for CL. step MiB: peak memory of one step over the memory just before it (parameters, "
-        "gradients, AdamW state already allocated)."
+        "x cl: median step time over that of cl with the same word embeddings (trained or frozen); CPU x cl: the "
+        "median over rounds of the step's process CPU time over that of cl in the same round (CPU device only: leaves "
+        "out the time a step waited for a core while other jobs ran); FLOPs x cl: model FLOPs over those of that cl "
+        "(what is counted: train_flops in this file). tokens/s: input sentence tokens (batch x seq_len) per second; "
+        "each sentence is encoded twice for CL. step MiB: peak memory of one step over the memory just before it "
+        "(parameters, gradients, AdamW state already allocated; none for frozen word embeddings)."
     )
     if args.profile:
         profile(variants, optimizer, batch)

@@ -77,6 +77,11 @@ def _check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
         raise ValueError(f"`{name}` must be one of {list(allowed)}, got {value!r}.")
 
 
+def _check_count(name: str, value: Any, note: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"`{name}` must be an integer >= 0{note}, got {value!r}.")
+
+
 def _check_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = ok and (low < value if low_open else low <= value) and value <= high
@@ -152,6 +157,17 @@ class AutoMLMConfig(PreTrainedConfig):
         tie_head_embeddings (`bool`, *optional*, defaults to `True`):
             Compute the heads' vocabulary logits with the encoder's input embedding matrix (no extra vocab-sized
             matrix). ``False`` gives each head its own output projection.
+        head_vocab_sample_size (`int`, *optional*, defaults to 0):
+            Vocabulary rows each masked position is scored against in training (sampled softmax); ``0`` scores the
+            whole vocabulary. The candidates are the batch's distinct target tokens plus as many other tokens as
+            make up this number, drawn uniformly without replacement from the rest of the vocabulary with torch's
+            global random generator (so a seed, and a resumed run's restored random state, replay them); when the
+            distinct targets alone reach this number they are the only candidates. Logits are computed against the
+            candidates' embedding rows only, so a step costs ``hidden x head_vocab_sample_size`` multiply-adds per
+            masked position instead of ``hidden x vocab_size``, and only candidate rows get a gradient from the
+            heads. No log-Q correction is applied: with uniform sampling it subtracts the same constant from every
+            candidate's logit, which cancels in the softmax (Jean et al., 2015). In eval mode the heads score the
+            whole vocabulary, so the reported loss and masked-token accuracy stay comparable across settings.
         mask_token_id (`int`, *optional*):
             The tokenizer's mask token. Required when ``auto_mlm_weight`` or ``mlm_weight`` is positive;
             [`AutoMLMForPreTraining.from_backbone`] and the trainer fill it from the tokenizer.
@@ -181,6 +197,7 @@ class AutoMLMConfig(PreTrainedConfig):
         head_num_attention_heads: int | None = None,
         head_intermediate_size: int | None = None,
         tie_head_embeddings: bool = True,
+        head_vocab_sample_size: int = 0,
         mask_token_id: int | None = None,
         special_token_ids: list[int] | None = None,
         **kwargs: Any,
@@ -213,6 +230,7 @@ class AutoMLMConfig(PreTrainedConfig):
         self.head_num_attention_heads = head_num_attention_heads
         self.head_intermediate_size = head_intermediate_size
         self.tie_head_embeddings = tie_head_embeddings
+        self.head_vocab_sample_size = head_vocab_sample_size
         self.mask_token_id = mask_token_id
         self.special_token_ids = list(special_token_ids) if special_token_ids is not None else []
         kwargs.setdefault("auto_map", dict(AUTO_MAP))
@@ -258,8 +276,8 @@ class AutoMLMConfig(PreTrainedConfig):
             )
         _check_range("contrastive_temperature", self.contrastive_temperature, 0.0, float("inf"), low_open=True)
         _check_range("mask_probability", self.mask_probability, 0.0, 1.0, low_open=True)
-        if not isinstance(self.head_num_layers, int) or self.head_num_layers < 0:
-            raise ValueError(f"`head_num_layers` must be an integer >= 0, got {self.head_num_layers!r}.")
+        _check_count("head_num_layers", self.head_num_layers)
+        _check_count("head_vocab_sample_size", self.head_vocab_sample_size, " (0: score the whole vocabulary)")
         if self.head_num_layers == 0 and self.head_fusion == "prepend":
             raise ValueError(
                 "`head_fusion='prepend'` needs `head_num_layers >= 1` (the tokens must attend to the sentence "

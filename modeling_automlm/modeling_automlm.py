@@ -78,9 +78,10 @@ class AutoMLMForPreTrainingOutput(ModelOutput):
         mlm_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Cross-entropy of the plain MLM head at masked positions; `None` when `mlm_weight` is 0.
         auto_mlm_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
-            Share of masked tokens the Auto-MLM head predicts correctly (no gradient).
+            Share of masked tokens the Auto-MLM head predicts correctly (no gradient). In training with
+            `head_vocab_sample_size` set, among the sampled candidates (at least the whole-vocabulary accuracy).
         mlm_accuracy (`torch.FloatTensor` of shape `()`, *optional*):
-            Share of masked tokens the plain MLM head predicts correctly (no gradient).
+            Share of masked tokens the plain MLM head predicts correctly (no gradient); sampled as above.
         sentence_embedding (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
             Embeddings of the (first dropout view of the) input sentences.
         positive_embedding (`torch.FloatTensor` of shape `(batch_size, hidden_size)`, *optional*):
@@ -195,12 +196,64 @@ class AutoMLMPredictionHead(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden, eps=_layer_norm_eps_of(config))
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.decoder = None if config.tie_head_embeddings else nn.Linear(hidden, config.vocab_size, bias=False)
+        self.vocab_sample_size = config.head_vocab_sample_size
 
-    def forward(self, states: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
-        """Map `(num_selected, hidden)` states to `(num_selected, vocab_size)` logits."""
+    def forward(
+        self, states: torch.Tensor, embedding_weight: torch.Tensor, candidates: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Map `(num_selected, hidden)` states to `(num_selected, vocab_size)` logits, or with `candidates`
+        (`(num_candidates,)` token ids) to `(num_selected, num_candidates)` logits against those rows alone."""
         states = self.LayerNorm(F.gelu(self.dense(states)))
-        weight = embedding_weight if self.decoder is None else self.decoder.weight
-        return F.linear(states, weight, self.bias)
+        if candidates is None:
+            weight, bias = embedding_weight if self.decoder is None else self.decoder.weight, self.bias
+        else:
+            # Gathered rows: the output projection's gradient reaches the candidate rows only.
+            if self.decoder is None:
+                weight = lookup_rows(embedding_weight, candidates)  # (num_candidates, hidden)
+            else:
+                weight = self.decoder.weight[candidates]  # read by nothing else: a dense gradient for AdamW
+            bias = self.bias[candidates]  # (num_candidates,)
+        return F.linear(states, weight, bias)
+
+
+def lookup_rows(weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | None = None) -> torch.Tensor:
+    """`weight[ids]`, whose gradient reaches `weight`, a parameter, as a sparse tensor of the rows read.
+
+    For the tied input embeddings, which the encoder also reads in the same step: the autograd engine adds the
+    sparse gradient in place to the encoder's dense one, instead of filling and adding another vocabulary-sized
+    gradient (about 0.2 s each on one CPU core at 250k x 384). A table nothing else reads would be left with a sparse
+    gradient, which AdamW rejects, and a table that is not a leaf (e.g. a view into a sharded flat parameter) gets
+    the ordinary dense gradient.
+    """
+    return F.embedding(ids, weight, padding_idx=padding_idx, sparse=weight.is_leaf and weight.requires_grad)
+
+
+def sample_vocabulary(labels: torch.Tensor, vocab_size: int, sample_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate tokens of a sampled softmax: the distinct `labels`, then uniform negatives up to `sample_size`.
+
+    The negatives are drawn without replacement from the tokens that are not labels, with torch's global random
+    generator on the labels' device (so seeds and restored random states replay them). When the distinct labels
+    alone reach `sample_size`, they are the only candidates; a `sample_size` of at least `vocab_size` gives every
+    token (in another order).
+
+    Args:
+        labels: `(num_selected,)` target token ids.
+        vocab_size: size of the vocabulary the negatives come from.
+        sample_size: number of candidates wanted.
+
+    Returns:
+        `(candidates, candidate_labels)`: `(num_candidates,)` token ids, and `(num_selected,)` the index of each
+        label in `candidates`.
+    """
+    targets, candidate_labels = torch.unique(labels, return_inverse=True)  # (num_targets,), (num_selected,)
+    num_negatives = min(sample_size, vocab_size) - targets.numel()
+    if num_negatives <= 0:
+        return targets, candidate_labels
+    is_other = torch.ones(vocab_size, dtype=torch.bool, device=labels.device)
+    is_other[targets] = False
+    others = is_other.nonzero().squeeze(1)  # (vocab_size - num_targets,)
+    negatives = others[torch.randperm(others.numel(), device=labels.device)[:num_negatives]]
+    return torch.cat([targets, negatives]), candidate_labels
 
 
 def masked_lm_loss(
@@ -211,7 +264,9 @@ def masked_lm_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy and accuracy over the positions where `labels != -100`; logits only at those positions.
 
-    `states` is `(batch, seq_len, hidden)` or already `(num_selected, hidden)` with `labels` `(num_selected,)`.
+    `states` is `(batch, seq_len, hidden)` or already `(num_selected, hidden)` with `labels` `(num_selected,)`. In
+    training with `predictor.vocab_sample_size` set, the softmax runs over the sampled candidates of
+    `sample_vocabulary` (and the accuracy is among them); in eval mode always over the whole vocabulary.
     """
     if states.dim() == 3:
         selected = labels != IGNORE_INDEX  # (batch, seq_len)
@@ -219,7 +274,10 @@ def masked_lm_loss(
     if labels.numel() == 0:
         zero = states.sum() * 0.0  # keeps the graph connected so that every parameter gets a gradient
         return zero, zero.detach()
-    logits = predictor(states, embedding_weight)  # (num_selected, vocab_size)
+    candidates = None
+    if predictor.training and predictor.vocab_sample_size > 0:
+        candidates, labels = sample_vocabulary(labels, predictor.bias.numel(), predictor.vocab_sample_size)
+    logits = predictor(states, embedding_weight, candidates)  # (num_selected, vocab_size or num_candidates)
     loss = F.cross_entropy(logits.float(), labels)
     with torch.no_grad():
         accuracy = (logits.argmax(dim=-1) == labels).float().mean()
@@ -537,7 +595,8 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
 
     Cost: the two dropout views (or the sentences and their explicit positives) and, when needed, the masked
     sentence go through the encoder in one batched call. With the default head (`head_input="token_embeddings"`)
-    the Auto-MLM branch runs no encoder pass of its own; vocabulary logits are computed at masked positions only.
+    the Auto-MLM branch runs no encoder pass of its own; vocabulary logits are computed at masked positions only
+    (and, with `head_vocab_sample_size`, against the sampled candidate rows only).
     """
 
     def __init__(self, config: AutoMLMConfig) -> None:
@@ -590,6 +649,16 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
             word_ids=word_ids if config.masking_scheme == "whole_word" else None,
             generator=generator,
         )
+
+    def _masked_token_embeddings(self, masked_input_ids: torch.LongTensor) -> torch.Tensor:
+        """The input embeddings of the masked sentence, which the default Auto-MLM head reads. With a sampled head
+        (`head_vocab_sample_size`), a plain `nn.Embedding` is read through `lookup_rows`, so that the step fills one
+        vocabulary-sized embedding gradient (the encoder's) rather than three."""
+        embeddings = self.get_input_embeddings()
+        plain = type(embeddings) is nn.Embedding and embeddings.max_norm is None and not embeddings.scale_grad_by_freq
+        if self.config.head_vocab_sample_size > 0 and plain:
+            return lookup_rows(embeddings.weight, masked_input_ids, embeddings.padding_idx)
+        return embeddings(masked_input_ids)
 
     def joint_loss(
         self,
@@ -688,7 +757,7 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
             if config.head_input == "contextual":
                 token_states = masked_states
             else:
-                token_states = self.get_input_embeddings()(masked_input_ids)  # (batch, seq_len, hidden)
+                token_states = self._masked_token_embeddings(masked_input_ids)  # (batch, seq_len, hidden)
             sentence_vector = encoded.pooler_output[:batch]  # the unmasked sentence's first view
             loss, accuracy = self.auto_mlm_head(
                 token_states, sentence_vector, attention_mask, mlm_labels, embedding_weight

@@ -19,6 +19,9 @@ from modeling_automlm.configuration_automlm import AUTO_MAP
         ("mask_probability", 1.5, "`mask_probability` must be a number in (0.0, 1.0]"),
         ("auto_mlm_weight", -1.0, "`auto_mlm_weight` must be a number in [0.0"),
         ("head_num_layers", -1, "`head_num_layers` must be an integer >= 0"),
+        ("head_vocab_sample_size", -1, "`head_vocab_sample_size` must be an integer >= 0 (0: score the whole"),
+        ("head_vocab_sample_size", 8192.0, "`head_vocab_sample_size` must be an integer >= 0"),
+        ("head_vocab_sample_size", True, "`head_vocab_sample_size` must be an integer >= 0"),
         ("normalize_embeddings", "yes", "`normalize_embeddings` must be True or False"),
     ],
 )
@@ -61,7 +64,12 @@ def test_encoder_config_dict_needs_model_type():
 
 def test_round_trip_keeps_every_field(make_config, tmp_path):
     config = make_config(
-        pooling="cls", head_fusion="concat", head_num_layers=2, mlm_weight=0.3, masking_scheme="whole_word"
+        pooling="cls",
+        head_fusion="concat",
+        head_num_layers=2,
+        mlm_weight=0.3,
+        masking_scheme="whole_word",
+        head_vocab_sample_size=64,
     )
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
@@ -69,7 +77,15 @@ def test_round_trip_keeps_every_field(make_config, tmp_path):
     assert saved["encoder_config"]["model_type"] == "bert"
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, AutoMLMConfig)
-    for field in ("pooling", "head_fusion", "head_num_layers", "mlm_weight", "masking_scheme", "special_token_ids"):
+    for field in (
+        "pooling",
+        "head_fusion",
+        "head_num_layers",
+        "mlm_weight",
+        "masking_scheme",
+        "special_token_ids",
+        "head_vocab_sample_size",
+    ):
         assert getattr(loaded, field) == getattr(config, field)
     assert loaded.encoder_config.to_dict() == config.encoder_config.to_dict()
 

@@ -27,6 +27,7 @@ from transformers import get_scheduler
 
 from training.arguments import parse_args
 from training.data import balance_languages, load_corpus
+from training.export import sentence_transformers_prompts
 from training.model import fill_prompts_from_backbone
 
 logger = logging.getLogger(__name__)
@@ -105,8 +106,7 @@ def train_tsdae(argv: list[str], *, tied: bool) -> Path:
 
     export = Path(args.output_dir) / "final"
     model.eval()
-    prompts = {k: v for k, v in (("query", data_args.query_prompt), ("document", data_args.document_prompt)) if v}
-    model.prompts = prompts
+    model.prompts = sentence_transformers_prompts(data_args.query_prompt, data_args.document_prompt) or {}
     model.save(str(export), create_model_card=False)
     summary = {"method": "tsdae", "tied_decoder": tied, "wall_time_s": wall_time, "history": history}
     (export / "training_metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

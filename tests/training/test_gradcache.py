@@ -154,15 +154,23 @@ def test_rejects_a_bad_chunk_size(make_model, batch):
         grad_cache_step(make_model(), dict(batch), chunk_size=0)
 
 
-def _two_process_worker(rank: int, port: int, config, state_dict, batch, expected) -> None:
+TWO_PROCESS_DEADLINE_S = 240
+
+
+def _two_process_worker(rank: int, store: str, config, state_dict, batch, expected) -> None:
     """One of two gloo processes: the cached step through DDP against the single-process uncached gradients."""
+    from datetime import timedelta
+
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     from modeling_automlm import AutoMLMForPreTraining
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # A file store, not a TCP port: no port can be taken between choosing it and binding it. The timeout turns a
+    # collective that never completes into an error instead of a hang.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=TWO_PROCESS_DEADLINE_S // 2))  # fmt: skip
     try:
         model = AutoMLMForPreTraining(config).train()
         model.load_state_dict(state_dict)
@@ -176,24 +184,32 @@ def _two_process_worker(rank: int, port: int, config, state_dict, batch, expecte
 
 
 @pytest.mark.slow
-def test_two_processes_with_cross_process_negatives(make_model, masked_batch):
+def test_two_processes_with_cross_process_negatives(make_model, masked_batch, tmp_path):
     """Two processes holding half the batch each, negatives gathered across them, equal one process on all of it.
 
     The masked-LM means are per process (as in the uncached multi-process step), so the variant is CL only.
     """
-    import socket
+    import time
 
     import torch.multiprocessing as mp
 
     model = dropout_free_model(make_model, **VARIANTS["cl"])
     model(**masked_batch).loss.backward()
     expected = gradients(model)
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    mp.spawn(
+    workers = mp.start_processes(
         _two_process_worker,
-        args=(port, model.config, model.state_dict(), dict(masked_batch), expected),
+        args=(str(tmp_path / "store"), model.config, model.state_dict(), dict(masked_batch), expected),
         nprocs=2,
-        join=True,
+        join=False,
+        start_method="spawn",
     )
+    deadline = time.monotonic() + TWO_PROCESS_DEADLINE_S
+    try:
+        while not workers.join(timeout=1):  # raises as soon as a worker fails
+            if time.monotonic() > deadline:
+                pytest.fail(f"the two gloo processes did not finish within {TWO_PROCESS_DEADLINE_S} s")
+    finally:
+        for process in workers.processes:
+            if process.is_alive():
+                process.kill()
+                process.join()

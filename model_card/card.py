@@ -258,6 +258,12 @@ class AutoMLMModelCardData:
         return (self.sentence_transformers_config or {}).get("similarity_fn_name") or "cosine"
 
     @property
+    def prompts(self) -> dict[str, str]:
+        """The ``query`` and ``document`` prompts of ``config_sentence_transformers.json`` (E5-style), when saved."""
+        prompts = (self.sentence_transformers_config or {}).get("prompts") or {}
+        return {key: value for key in ("query", "document") if isinstance(value := prompts.get(key), str) and value}
+
+    @property
     def backbone(self) -> str | None:
         """The ``backbone`` setting of the training config (``scratch``, a Hub id or a folder), if recorded."""
         backbone = ((self.training_config or {}).get("model") or {}).get("backbone")
@@ -461,6 +467,7 @@ class AutoMLMModelCardData:
             "pooling": self.pooling,
             "normalized": self.normalized,
             "similarity_fn_name": self.similarity_fn_name,
+            "prompts": self.prompts,
             "max_seq_length": self.max_seq_length,
             "objective": " + ".join(f"{weight:g} * {name}" for weight, name in self.objective),
             "objective_details": self.objective_details,

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
 from model_card import AutoMLMModelCardData, generate_model_card, hub_language_codes
@@ -215,6 +216,25 @@ def test_usage_snippets_run(export_dir, tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "<model card>", "exec"), {"__name__": "__card__"})
     assert (tmp_path / "automlm-finetuned" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompts", [None, {"query": "query: ", "document": "passage: "}], ids=["no prompts", "E5"])
+def test_the_card_snippets_encode_queries_alike(make_model, tokenizer, tmp_path, prompts):
+    """The sentence-transformers and transformers snippets give the same query vectors, prompts or not."""
+    from training.export import export_sentence_transformers
+
+    folder = tmp_path / "automlm-tiny"
+    export_sentence_transformers(make_model(), tokenizer, folder, max_seq_length=64, prompts=prompts)
+    write_training_files(folder)
+    text = generate_model_card(folder, model_id=str(folder), plain_repo_id=None)
+    assert ("`encode_query` and `encode_document` add the model's prompts" in text) == bool(prompts)
+    sentence_transformers_block, transformers_block = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)[:2]
+    by_library = {"__name__": "__card__"}
+    exec(compile(sentence_transformers_block, "<model card>", "exec"), by_library)
+    by_hand = {"__name__": "__card__"}
+    exec(compile(transformers_block, "<model card>", "exec"), by_hand)
+    torch.testing.assert_close(torch.as_tensor(by_library["query_embeddings"]), by_hand["embeddings"])
 
 
 def test_training_curves_have_one_panel_per_quantity_and_none_for_the_eta():

@@ -195,10 +195,27 @@ def main(argv: list[str] | None = None) -> None:
         return variant, seed, run_dir
 
     jobs = [(variant, seed) for seed in args.seeds for variant in args.variants]
+    jobs += [("untrained", seed) for seed in args.seeds]
     start = time.time()
+    done: list[tuple[str, int, Path]] = []
+    failed: list[str] = []
     with ThreadPoolExecutor(args.workers) as pool:
-        done = list(pool.map(job, [*jobs, *[("untrained", seed) for seed in args.seeds]]))
+        # One future per run, waited for in order: a run that fails is reported once every other run has finished
+        # (`pool.map` would cancel the runs still queued behind it).
+        futures = [(item, pool.submit(job, item)) for item in jobs]
+        for (variant, seed), future in futures:
+            try:
+                done.append(future.result())
+            except Exception as error:  # reported below, with the run's log named in the message
+                logger.error("%s seed %d failed: %s", variant, seed, error)
+                failed.append(f"{variant} seed {seed}: {error}")
     logger.info("all runs done in %.0f s", time.time() - start)
+    if failed:
+        parser.exit(
+            1,
+            f"{parser.prog}: error: {len(failed)} of {len(jobs)} runs failed; the others are finished and the next "
+            "call reuses them:\n  " + "\n  ".join(failed) + "\n",
+        )
 
     all_results: Results = {name: {} for name, _, _ in EVAL_SETS}
     wall_times: dict[str, list[float]] = {}

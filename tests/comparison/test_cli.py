@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from comparison import runner, untrained
@@ -22,3 +24,33 @@ def test_bad_input_is_one_line_naming_the_fix(main, argv, message, tmp_path, mon
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1, error
+
+
+def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    """Every other run still trains and is evaluated; the command then names the failed run and exits with 1."""
+    for name in ("p", "cl_only", "cl_automlm", "cl_mlm"):
+        (tmp_path / f"{name}.yaml").write_text("max_steps: 1\n")
+    for _, folder, _ in runner.EVAL_SETS:
+        (tmp_path / "data" / folder).mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    trained, evaluated = [], []
+
+    def train_one(protocol: Path, variant: str, seed: int, runs_dir: Path) -> Path:
+        if variant == "cl_only":  # the first queued run fails
+            raise RuntimeError("python -m training.train... failed (exit 1); see train.log.")
+        trained.append(variant)
+        return runs_dir / variant / f"seed-{seed}"
+
+    monkeypatch.setattr(runner, "train_one", train_one)
+    monkeypatch.setattr(runner, "untrained_one", lambda protocol, seed, runs_dir: runs_dir / "untrained")
+    monkeypatch.setattr(runner, "evaluate_one", lambda model, name, *args: evaluated.append((model, name)))
+    argv = ["--protocol", "p.yaml", "--variants", "cl_only", "cl_automlm", "cl_mlm", "--method", "cl_automlm",
+            "--seeds", "0", "--workers", "1"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(argv)
+    assert exit_info.value.code == 1
+    assert trained == ["cl_automlm", "cl_mlm"]
+    assert {Path(model).parent.name for model, _ in evaluated} == {"seed-0", "untrained"}
+    assert len(evaluated) == 3 * len(runner.EVAL_SETS)  # two trained runs and the untrained one, every set
+    error = capsys.readouterr().err
+    assert "1 of 4 runs failed" in error and "cl_only seed 0: python -m training.train" in error, error

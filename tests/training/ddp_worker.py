@@ -1,5 +1,6 @@
 """Run by `accelerate launch` with 2 CPU processes (see test_multiprocess.py): each process takes its half of a
-fixed global batch, computes the joint loss under DDP, and rank 0 writes the losses and averaged gradients."""
+fixed global batch, computes the joint loss under DDP (or, given a chunk size as third argument, takes the step with
+gradient caching), and rank 0 writes the losses and averaged gradients."""
 
 import json
 import sys
@@ -9,6 +10,7 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 
 from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
+from training.gradcache import grad_cache_step
 
 
 def main() -> None:
@@ -25,8 +27,11 @@ def main() -> None:
         key: torch.tensor(setup[key])[rows]
         for key in ("input_ids", "attention_mask", "masked_input_ids", "mlm_labels")
     }
-    out = model(**batch)
-    accelerator.backward(out.loss)
+    if len(sys.argv) > 3:  # the cached step: backward is done inside, DDP's all-reduce after the last chunk
+        out = grad_cache_step(model, batch, chunk_size=int(sys.argv[3]))
+    else:
+        out = model(**batch)
+        accelerator.backward(out.loss)
     losses = accelerator.gather(
         torch.stack([out.loss.detach(), out.cl_loss.detach(), out.auto_mlm_loss.detach()])[None]
     )

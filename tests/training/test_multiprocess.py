@@ -43,13 +43,16 @@ def global_batch_setup(make_config, tokenizer, sentences, folder: Path) -> tuple
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_on_the_global_batch(make_config, tokenizer, sentences, tmp_path):
+@pytest.mark.parametrize("chunk_size", [None, 3], ids=["uncached", "gradient caching in chunks of 3"])
+def test_two_processes_match_one_process_on_the_global_batch(make_config, tokenizer, sentences, tmp_path, chunk_size):
+    """Cross-process negatives: two processes on half the batch each give the one-process loss and gradients, with
+    the ordinary step and with the cached step (whose DDP all-reduce runs once, after the last chunk)."""
     model, inputs = global_batch_setup(make_config, tokenizer, sentences, tmp_path)
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(_free_port()), str(Path(__file__).with_name("ddp_worker.py")),
-        str(tmp_path / "setup.json"), str(tmp_path / "result.json"),
+        str(tmp_path / "setup.json"), str(tmp_path / "result.json"), *([str(chunk_size)] if chunk_size else []),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

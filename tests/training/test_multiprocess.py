@@ -46,7 +46,9 @@ def global_batch_setup(make_config, tokenizer, sentences, folder: Path) -> tuple
 @pytest.mark.parametrize("chunk_size", [None, 3], ids=["uncached", "gradient caching in chunks of 3"])
 def test_two_processes_match_one_process_on_the_global_batch(make_config, tokenizer, sentences, tmp_path, chunk_size):
     """Cross-process negatives: two processes on half the batch each give the one-process loss and gradients, with
-    the ordinary step and with the cached step (whose DDP all-reduce runs once, after the last chunk)."""
+    the ordinary step and with the cached step. The halves hold the same sentences (so that their masked-token means
+    agree), which makes each process's gradient the global one: this checks the gathered negatives, not DDP's
+    gradient all-reduce."""
     model, inputs = global_batch_setup(make_config, tokenizer, sentences, tmp_path)
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

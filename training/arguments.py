@@ -223,6 +223,13 @@ class PretrainingArguments:
     head_warmup_steps: int = field(
         default=0, metadata={"help": "During the first N steps only the Auto-MLM / MLM heads are updated."}
     )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of the Auto-MLM / MLM heads, which start from random weights while the "
+            "encoder is pretrained; default: `learning_rate`. Same warm-up and schedule."
+        },
+    )
     export_plain: bool = field(default=True, metadata={"help": "Also export a stock-architecture copy (no code)."})
     hub_model_id: str | None = field(
         default=None, metadata={"help": "The Hub repo the export is meant for (ORG/NAME), named in its model card."}
@@ -238,6 +245,10 @@ class PretrainingArguments:
         _require(self.save_total_limit >= 1, "`save_total_limit` must be >= 1.")
         _require(self.max_nonfinite_steps >= 0, "`max_nonfinite_steps` must be >= 0.")
         _require(self.head_warmup_steps >= 0, f"`head_warmup_steps` must be >= 0, got {self.head_warmup_steps}.")
+        _require(
+            self.head_learning_rate is None or self.head_learning_rate > 0,
+            f"`head_learning_rate` must be positive (or unset to use `learning_rate`), got {self.head_learning_rate}.",
+        )
         if self.gradient_cache_chunk_size is not None:
             _require(self.gradient_cache_chunk_size >= 1, "`gradient_cache_chunk_size` must be >= 1.")
             _require(

@@ -221,16 +221,29 @@ def load_training_data(
 
 
 def build_optimizer(model: torch.nn.Module, args: PretrainingArguments) -> torch.optim.Optimizer:
-    """AdamW, without weight decay on biases and normalisation weights."""
-    decay, no_decay = [], []
+    """AdamW, without weight decay on biases and normalisation weights.
+
+    With `head_learning_rate`, the pre-training heads (every parameter outside the encoder `automlm.`, the tied output
+    projection being the encoder's word embeddings) form their own groups at that rate; the scheduler scales every
+    group alike.
+    """
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         is_norm_or_bias = parameter.ndim < 2 or "norm" in name.lower()
-        (no_decay if is_norm_or_bias else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        is_head = args.head_learning_rate is not None and not name.startswith("automlm.")
+        groups.setdefault((is_head, is_norm_or_bias), []).append(parameter)
+    param_groups = [
+        {
+            "params": params,
+            "weight_decay": 0.0 if is_norm_or_bias else args.weight_decay,
+            "lr": args.head_learning_rate if is_head else args.learning_rate,
+        }
+        for (is_head, is_norm_or_bias), params in sorted(groups.items())
+    ]
     return torch.optim.AdamW(
-        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+        param_groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
     )
 
 

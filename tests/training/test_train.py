@@ -256,6 +256,26 @@ def test_frozen_word_embeddings_and_head_warmup_leave_the_encoder_as_it_was(corp
         assert changed & set(encoder)
 
 
+@pytest.mark.parametrize("head_learning_rate", [None, 1e-2])
+def test_the_heads_get_their_own_learning_rate(make_model, head_learning_rate):
+    from training.arguments import PretrainingArguments
+    from training.train import build_optimizer
+
+    model = make_model(auto_mlm_weight=0.1, mlm_weight=0.1)
+    args = PretrainingArguments(learning_rate=1e-5, head_learning_rate=head_learning_rate)
+    optimizer = build_optimizer(model, args)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    names = dict(model.named_parameters())
+    heads = [n for n in names if n.startswith(("auto_mlm_head.", "mlm_head."))]
+    assert heads and len(rate) == len(names)  # every parameter once, the heads included
+    for name, parameter in names.items():
+        expected = head_learning_rate if name in heads and head_learning_rate else 1e-5
+        assert rate[id(parameter)] == expected, name
+        assert decay[id(parameter)] == (0.0 if parameter.ndim < 2 or "norm" in name.lower() else 0.01), name
+    assert len(optimizer.param_groups) == (4 if head_learning_rate else 2)
+
+
 def test_when_step_0_is_best_on_dev_the_untouched_model_is_exported(corpus_file, tmp_path, monkeypatch):
     import training.train as loop
     from training.train import export_untrained

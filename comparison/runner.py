@@ -149,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def reproduce_command(args: argparse.Namespace) -> str:
+    """The ``automlm-compare`` command line that gives `args` back: the report names it, so it must be complete."""
+    parts = ["automlm-compare", "--protocol", os.path.relpath(args.protocol), "--method", args.method, "--variants"]
+    parts += [*args.variants, "--seeds", *map(str, args.seeds), "--workers", str(args.workers)]
+    for option in ("max_seq_length", "data_dir", "runs_dir", "report", "figures_dir"):
+        parts += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    return " ".join(parts)
+
+
 def _check(args: argparse.Namespace) -> None:
     """Stop before any run on a missing file, with the fix."""
     if not args.protocol.is_file():
@@ -238,8 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         health,
         variants=args.variants,
         method=args.method,
-        command=f"automlm-compare --protocol {protocol_name} --seeds {' '.join(map(str, args.seeds))} "
-        f"--workers {args.workers}",
+        command=reproduce_command(args),
         header=f"Protocol `{protocol_name}`, seeds {args.seeds}, evaluation at max_seq_length {args.max_seq_length}.",
         report_path=args.report,
         figures=args.figures_dir,

@@ -54,3 +54,15 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
     assert len(evaluated) == 3 * len(runner.EVAL_SETS)  # two trained runs and the untrained one, every set
     error = capsys.readouterr().err
     assert "1 of 4 runs failed" in error and "cl_only seed 0: python -m training.train" in error, error
+
+
+def test_the_report_names_the_command_that_reproduces_it():
+    from comparison import runner
+
+    parser = runner.build_parser()
+    argv = ["--protocol", "configs/adaptation/protocol-e5-cpu.yaml", "--method", "cl_automlm",
+            "--variants", "cl_automlm", "tsdae", "--seeds", "0", "2", "--figures-dir", "figs"]  # fmt: skip
+    args = parser.parse_args(argv)
+    command = runner.reproduce_command(args)
+    assert command.startswith("automlm-compare ")
+    assert parser.parse_args(command.split()[1:]) == args

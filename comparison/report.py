@@ -46,7 +46,7 @@ def chart(name: str, rows: dict[str, list[dict]], languages: list[str], figures:
     figures.mkdir(parents=True, exist_ok=True)
     paths = []
     for language in [*languages, "macro"]:
-        fig, ax = plt.subplots(figsize=(7, 3.2))
+        fig, ax = plt.subplots(figsize=(max(7.0, 0.8 * (len(rows) + 1)), 3.6))  # room for every label
         labels, means, errors = [], [], []
         for system, results in rows.items():
             values = [(r["macro"] if language == "macro" else r["per_language"][language])["ndcg@10"] for r in results]
@@ -55,10 +55,12 @@ def chart(name: str, rows: dict[str, list[dict]], languages: list[str], figures:
             errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
         colors = ["tab:red" if label == method else "tab:gray" if label in BASELINES else "tab:blue"
                   for label in labels]  # fmt: skip
-        ax.bar(labels, means, yerr=errors, color=colors, capsize=3)
+        bars = ax.bar(labels, means, yerr=errors, color=colors, capsize=3)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)  # differences of 0.01 do not show in the bars
         ax.set_ylabel("nDCG@10")
+        ax.set_ylim(0, min(1.0, max(means) * 1.15) if max(means) > 0 else 1.0)
         ax.set_title(f"{name} — {language} (mean ± std over seeds)")
-        ax.tick_params(axis="x", rotation=30, labelsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
         fig.tight_layout()
         path = figures / f"{name}-{language}.png"
         fig.savefig(path, dpi=90)

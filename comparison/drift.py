@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.report import markdown_table
+from evaluation.retrievers import DenseRetriever
 from training.arguments import parse_args
 from training.data import load_corpus
 from training.health import uniformity
@@ -47,12 +48,8 @@ def drift(reference: torch.Tensor, embeddings: torch.Tensor) -> dict[str, float]
 
 
 def load_encoder(model_dir: Path, max_seq_length: int) -> Encoder:
-    """The exported model at `model_dir` as a function from texts to embeddings."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(model_dir), device="cpu", trust_remote_code=True)
-    model.max_seq_length = max_seq_length
-    return lambda texts: model.encode(texts, batch_size=64, convert_to_tensor=True, show_progress_bar=False)
+    """The exported model at `model_dir` as a function from texts to unit embeddings, loaded as the evaluation does."""
+    return DenseRetriever.from_model(str(model_dir), max_seq_length=max_seq_length, device="cpu").embed
 
 
 def sample_sentences(config: Path, count: int, seed: int) -> tuple[list[str], int]:

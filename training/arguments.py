@@ -230,6 +230,13 @@ class PretrainingArguments:
             "encoder is pretrained; default: `learning_rate`. Same warm-up and schedule."
         },
     )
+    anchor_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Hold the sentence embeddings near the starting encoder's: add anchor_weight x mean(1 - cosine) "
+            "between each sentence's embedding and a frozen copy of the encoder as it started (no dropout); 0: off."
+        },
+    )
     export_plain: bool = field(default=True, metadata={"help": "Also export a stock-architecture copy (no code)."})
     hub_model_id: str | None = field(
         default=None, metadata={"help": "The Hub repo the export is meant for (ORG/NAME), named in its model card."}
@@ -248,6 +255,11 @@ class PretrainingArguments:
         _require(
             self.head_learning_rate is None or self.head_learning_rate > 0,
             f"`head_learning_rate` must be positive (or unset to use `learning_rate`), got {self.head_learning_rate}.",
+        )
+        _require(self.anchor_weight >= 0, f"`anchor_weight` must be >= 0 (0 turns it off), got {self.anchor_weight}.")
+        _require(
+            not (self.anchor_weight > 0 and self.gradient_cache_chunk_size),
+            "`anchor_weight` does not work with `gradient_cache_chunk_size` yet: set one of them to 0 / unset.",
         )
         if self.gradient_cache_chunk_size is not None:
             _require(self.gradient_cache_chunk_size >= 1, "`gradient_cache_chunk_size` must be >= 1.")

@@ -10,6 +10,7 @@ stays fixed once the run is set up is handed to the helpers as one `Run`.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
 from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader, Dataset
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from model_card import generate_model_card
-from modeling_automlm import AutoMLMForPreTraining, AutoMLMForPreTrainingOutput
+from modeling_automlm import AutoMLMForPreTraining, AutoMLMForPreTrainingOutput, AutoMLMModel
 
 from .arguments import EMBEDDED_CORPUS, DataArguments, ModelArguments, PretrainingArguments, parse_args, settings_dict
 from .checkpoints import complete_checkpoints, save_checkpoint
@@ -134,13 +136,14 @@ class LogWindow:
     tokens: int = 0
     start: float = field(default_factory=time.perf_counter)
 
-    def add(self, outputs: AutoMLMForPreTrainingOutput | None, tokens: int) -> None:
-        """One micro-batch: its outputs (None when its loss was not finite) and its tokens over every process."""
+    def add(self, outputs: AutoMLMForPreTrainingOutput | None, tokens: int, **extra: torch.Tensor | None) -> None:
+        """One micro-batch: its outputs (None when its loss was not finite), its tokens over every process, and
+        terms the loop adds to the model's loss (`anchor_loss`)."""
         self.tokens += tokens
         if outputs is None:
             return
-        for key in LOSS_KEYS:
-            value = getattr(outputs, key)
+        values = {key: getattr(outputs, key) for key in LOSS_KEYS} | extra
+        for key, value in values.items():
             if value is not None:
                 self.values.setdefault(key, []).append(value.detach().float().item())
 
@@ -247,6 +250,30 @@ def build_optimizer(model: torch.nn.Module, args: PretrainingArguments) -> torch
     )
 
 
+def build_anchor(model: AutoMLMForPreTraining) -> AutoMLMModel:
+    """A frozen copy of the encoder as it starts, for `anchor_weight`.
+
+    Built from the freshly built model, before any step and before a checkpoint is loaded, so that a resumed run
+    holds the encoder near the same starting point as an uninterrupted one. It is not saved: it is the backbone.
+    """
+    return copy.deepcopy(model.automlm).eval().requires_grad_(False)
+
+
+def anchor_loss(anchor: AutoMLMModel, batch: dict[str, torch.Tensor], embeddings: torch.Tensor) -> torch.Tensor:
+    """Mean `1 - cosine` between each sentence's embedding and the starting encoder's embedding of it.
+
+    A term that keeps the adapted space near the pretrained one (a control for the adaptation study: how much of a
+    gain is only moving less, docs/RESULTS.md). `embeddings` are the first dropout view the model returned.
+    """
+    with torch.no_grad():
+        target = anchor(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch.get("token_type_ids"),
+        ).sentence_embedding
+    return (1.0 - F.cosine_similarity(embeddings.float(), target.float(), dim=-1)).mean()
+
+
 def export_untrained(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -346,6 +373,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         model, tokenizer = build_model(
             model_args, data_args, corpus.texts, tokenizer_dir, train_tokenizer=train_tokenizer
         )
+    anchor = build_anchor(model) if args.anchor_weight > 0 else None
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
     fill_prompts_from_backbone(model_args, data_args)
@@ -383,6 +411,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         num_training_steps=max_steps * accelerator.num_processes,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if anchor is not None:
+        anchor.to(accelerator.device)
     run = Run(model_args, data_args, args, accelerator, accelerator.unwrap_model(model), tokenizer, corpus.stats())
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
@@ -423,6 +453,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
                 outputs = grad_cache_step(model, batch, args.gradient_cache_chunk_size)  # backward included
             else:
                 outputs = model(**batch)
+            anchor_value = None
+            if anchor is not None:  # `anchor_weight`; not with GradCache (the arguments refuse the pair)
+                anchor_value = anchor_loss(anchor, batch, outputs.sentence_embedding)
+                outputs.loss = outputs.loss + args.anchor_weight * anchor_value
             # Every process must take the same decision: DDP would otherwise wait for a gradient that never comes.
             finite = accelerator.gather(torch.isfinite(outputs.loss.detach()).float().reshape(1)).min().item() == 1
             if finite and not args.gradient_cache_chunk_size:
@@ -439,7 +473,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
                     optimizer.step()
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        window.add(outputs if finite else None, tokens=int(batch["attention_mask"].sum()) * accelerator.num_processes)
+        tokens = int(batch["attention_mask"].sum()) * accelerator.num_processes
+        window.add(outputs if finite else None, tokens=tokens, anchor_loss=anchor_value)
         if not accelerator.sync_gradients:
             continue
         state.step += 1

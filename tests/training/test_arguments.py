@@ -39,6 +39,8 @@ def test_bad_settings_files_are_rejected(tmp_path, content, message):
     [
         (["--learning_rate", "-1"], "`learning_rate` must be positive"),
         (["--head_learning_rate", "0"], "`head_learning_rate` must be positive"),
+        (["--anchor_weight", "-0.5"], "`anchor_weight` must be >= 0"),
+        (["--anchor_weight", "1", "--gradient_cache_chunk_size", "4"], "`anchor_weight` does not work with"),
         (["--head_num_layers", "0", "--head_fusion", "prepend"], "head_fusion='prepend'"),
         (["--mask_probability", "0"], "`mask_probability`"),
         (["--hidden_size", "100", "--num_attention_heads", "3"], "divisible"),

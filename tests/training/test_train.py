@@ -256,6 +256,30 @@ def test_frozen_word_embeddings_and_head_warmup_leave_the_encoder_as_it_was(corp
         assert changed & set(encoder)
 
 
+def test_the_anchor_holds_the_embeddings_near_the_starting_encoder(corpus_file, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from training.train import export_untrained
+
+    drift, history = {}, {}
+    for weight in ("0", "50"):
+        argv = run_args(corpus_file, tmp_path / weight, "--max_steps", "10", "--save_steps", "0", "--learning_rate",
+                        "3e-3", "--anchor_weight", weight)  # fmt: skip
+        history[weight] = train(*parse_args(argv))["history"]
+        model_args, data_args, _ = parse_args(argv)
+        tokenizer_dir, start = tmp_path / weight / "tokenizer", tmp_path / f"start-{weight}"
+        start = export_untrained(model_args, data_args, 42, tokenizer_dir, start, train_tokenizer=False)
+        before, after = (SentenceTransformer(str(folder), trust_remote_code=True, device="cpu") for folder in
+                         (start, tmp_path / weight / "final"))  # fmt: skip
+        cosine = torch.nn.functional.cosine_similarity(
+            torch.as_tensor(before.encode(SENTENCES)), torch.as_tensor(after.encode(SENTENCES))
+        )
+        drift[weight] = 1 - cosine.mean().item()
+    assert "anchor_loss" not in history["0"][-1] and history["50"][-1]["anchor_loss"] >= 0
+    assert drift["0"] > 0.01, "without the anchor the encoder did not move: the test proves nothing"
+    assert drift["50"] < drift["0"] / 2, drift
+
+
 @pytest.mark.parametrize("head_learning_rate", [None, 1e-2])
 def test_the_heads_get_their_own_learning_rate(make_model, head_learning_rate):
     from training.arguments import PretrainingArguments

@@ -48,7 +48,7 @@ VARIANTS = [
     "cl_automlm_contextual",
 ]
 # Peer methods trained by their own module under the same protocol (no variant file): name -> extra arguments.
-# `tsdae_lr5e6`: the tied TSDAE at the rate the method's dev split chose (docs/RESULTS.md, section 1.3).
+# `tsdae_lr5e6`: the tied TSDAE at the rate the method's dev split chose (docs/RESULTS.md, section 1.2).
 PEERS = {"tsdae": [], "tsdae_untied": ["--untied"], "tsdae_lr5e6": ["--learning_rate", "5e-6"]}
 # (name, folder under --data-dir, cross-lingual pivot or None)
 EVAL_SETS = [

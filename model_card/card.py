@@ -282,11 +282,16 @@ class AutoMLMModelCardData:
 
     @property
     def objective(self) -> list[tuple[float, str]]:
-        """The weighted terms of the training loss, from the config, e.g. ``[(1.0, "CL"), (0.1, "Auto-MLM")]``."""
+        """The weighted terms of the training loss, from the config, e.g. ``[(1.0, "CL"), (0.1, "Auto-MLM")]``, and
+        the trainer's anchor to the starting encoder when the run used one (``training_config.json``)."""
         terms = [("contrastive_weight", "CL"), ("auto_mlm_weight", "Auto-MLM"), ("mlm_weight", "MLM")]
-        return [
+        objective = [
             (self.config[key], name) for key, name in terms if is_number(self.config.get(key)) and self.config[key]
         ]
+        anchor = ((self.training_config or {}).get("training") or {}).get("anchor_weight")
+        if is_number(anchor) and anchor > 0:
+            objective.append((anchor, "anchor (1 - cosine to the starting encoder)"))
+        return objective
 
     # --- data ---------------------------------------------------------------------------------------------------
     @property

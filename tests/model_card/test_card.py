@@ -184,6 +184,15 @@ def test_card_data_is_a_plain_view_of_the_files(export_dir):
     assert data.embedding_dimension == 32 and data.max_seq_length == 64
 
 
+def test_the_objective_names_the_anchor_of_a_run_that_used_one(export_dir):
+    config = json.loads((export_dir / "training_config.json").read_text())
+    config["training"]["anchor_weight"] = 0.1
+    (export_dir / "training_config.json").write_text(json.dumps(config))
+    data = AutoMLMModelCardData.from_folder(export_dir)
+    assert data.objective == [(1.0, "CL"), (0.1, "Auto-MLM"), (0.1, "anchor (1 - cosine to the starting encoder)")]
+    assert "0.1 * anchor" in data.template_values(curves_file=None)["objective"]
+
+
 def test_card_main_in_process(export_dir, capsys):
     assert card_main([str(export_dir), "--model-id", "org/x", "--license", "mit"]) == 0
     assert load_card(export_dir).data.license == "mit"

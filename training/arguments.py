@@ -234,7 +234,8 @@ class PretrainingArguments:
         default=0.0,
         metadata={
             "help": "Hold the sentence embeddings near the starting encoder's: add anchor_weight x mean(1 - cosine) "
-            "between each sentence's embedding and a frozen copy of the encoder as it started (no dropout); 0: off."
+            "between each training sentence's embedding (not explicit positives') and a frozen copy of the encoder "
+            "as it started (no dropout); 0: off."
         },
     )
     export_plain: bool = field(default=True, metadata={"help": "Also export a stock-architecture copy (no code)."})
@@ -259,7 +260,8 @@ class PretrainingArguments:
         _require(self.anchor_weight >= 0, f"`anchor_weight` must be >= 0 (0 turns it off), got {self.anchor_weight}.")
         _require(
             not (self.anchor_weight > 0 and self.gradient_cache_chunk_size),
-            "`anchor_weight` does not work with `gradient_cache_chunk_size` yet: set one of them to 0 / unset.",
+            "`anchor_weight` does not work with `gradient_cache_chunk_size` yet: unset `gradient_cache_chunk_size` "
+            "or set `anchor_weight` to 0.",
         )
         if self.gradient_cache_chunk_size is not None:
             _require(self.gradient_cache_chunk_size >= 1, "`gradient_cache_chunk_size` must be >= 1.")

@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 STREAM_TOKENIZER_SAMPLE = 100_000  # streamed sentences a from-scratch tokenizer is trained on
 LOSS_KEYS = ("loss", "cl_loss", "auto_mlm_loss", "mlm_loss", "auto_mlm_accuracy", "mlm_accuracy")
+SUMMARY_KEYS = (*LOSS_KEYS, "anchor_loss")  # the model's terms and the one the loop adds (`anchor_weight`)
 RandomState = tuple[torch.Tensor, list[torch.Tensor] | None]  # the CPU generator's state and the GPUs'
 
 
@@ -643,7 +644,7 @@ def summarize(run: Run, state: TrainingState) -> dict[str, Any]:
     """The run summary: hardware, time, throughput, the last value of each loss, the best step, the history."""
     final = {}
     for record in reversed(state.history):
-        for key in (*LOSS_KEYS, "anchor_loss"):
+        for key in SUMMARY_KEYS:
             if key in record and key not in final:
                 final[key] = record[key]
     processes = run.accelerator.num_processes

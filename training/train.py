@@ -278,6 +278,12 @@ def anchor_loss(anchor: AutoMLMModel, batch: dict[str, torch.Tensor], embeddings
     return (1.0 - F.cosine_similarity(embeddings.float(), target.float(), dim=-1)).mean()
 
 
+def significant(record: dict[str, float], digits: int = 4) -> dict[str, float]:
+    """The record's numbers to `digits` significant digits, for the log: rounding to decimal places would print a
+    learning rate of 5e-6 as 0.0."""
+    return {key: float(f"{value:.{digits}g}") for key, value in record.items()}
+
+
 def export_untrained(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -492,7 +498,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
             state.record(record)
             accelerator.log(record, step=state.step)
             progress.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "cl_loss", "auto_mlm_loss") if k in record})
-            logger.info("step %d: %s", state.step, {k: round(v, 4) for k, v in record.items()})
+            logger.info("step %d: %s", state.step, significant(record))
             window = LogWindow(run.global_batch, args.gradient_accumulation_steps)
 
         # Evaluation.
@@ -623,7 +629,7 @@ def evaluate(run: Run, state: TrainingState) -> None:
         state.record({f"dev_{metric}": value})
         (run.output_dir / "eval_results.json").write_text(json.dumps([results], indent=2))  # the latest evaluation
         accelerator.log({f"dev/{k}": v for k, v in results["macro"].items()}, step=state.step)
-        logger.info("step %d: dev %s", state.step, {k: round(v, 4) for k, v in results["macro"].items()})
+        logger.info("step %d: dev %s", state.step, significant(results["macro"]))
         if state.best_metric is None or value > state.best_metric:
             state.best_metric, state.best_step = value, state.step
             best_dir = run.output_dir / "best"

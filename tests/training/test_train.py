@@ -1,6 +1,7 @@
 """The accelerate loop end to end: export, resume after a kill, checkpoint safety, two processes."""
 
 import json
+import logging
 import math
 import os
 import signal
@@ -201,6 +202,15 @@ def test_loop_options(corpus_file, tmp_path, options):
                                          *options)))  # fmt: skip
     assert summary["steps"] == 4 and summary["nonfinite_steps"] == 0
     assert all(math.isfinite(record["loss"]) for record in summary["history"])
+
+
+def test_the_log_shows_a_small_learning_rate_instead_of_zero(corpus_file, tmp_path, caplog):
+    # A pretrained encoder trains at 5e-6; four decimal places printed it as 0.0.
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        train(*parse_args(run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "0",
+                                   "--learning_rate", "5e-6", "--warmup_ratio", "0")))  # fmt: skip
+    steps = [record.args[1] for record in caplog.records if record.msg == "step %d: %s"]
+    assert steps and steps[0]["learning_rate"] == pytest.approx(2.5e-6)  # step 2 of 4, linear decay
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(corpus_file, tmp_path, monkeypatch):

@@ -97,8 +97,10 @@ def render_report(
     lines = [
         f"{header} Command: `{command}`.",
         "",
-        "Training wall time per run (1 CPU thread, two runs at a time) and the health signals at the last logged "
-        "step (alignment and uniformity of the embeddings, lower is better for both; masked-token accuracy):",
+        "Training wall time per run (as recorded by the run: a reused run keeps the time it took then, on a machine "
+        "that other runs may have shared, so times compare only between runs made together) and the health "
+        "signals at the last logged step (alignment and uniformity of the embeddings, lower is better for both; "
+        "masked-token accuracy):",
         "",
     ]
     rows = []

@@ -24,7 +24,7 @@ from corpora.chatterbot import (
 )
 from evaluation.data import write_beir
 
-from .common import UNLABELLED_DIR, dedup, render_readme, write_lines
+from .common import DEV_DIR, UNLABELLED_DIR, dedup, render_readme, write_lines
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 # queries one query changing rank moves a score by several points: too noisy even for a smoke test.
 CHATTERBOT_MIN_PAIRS = 50
 CHATTERBOT_EVAL_FRACTION = EVAL_FRACTION
-DEV_DIR = "dev"
 
 CHATTERBOT_LICENSE = """\
 The dialogues come from chatterbot-corpus (https://github.com/gunthercox/chatterbot-corpus), licensed under the

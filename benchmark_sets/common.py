@@ -9,6 +9,8 @@ from corpora import normalize_text
 from evaluation.report import markdown_table
 
 UNLABELLED_DIR = "unlabelled"
+# The selection split, beside the test folders: `<set>/dev/<lang>/`.
+DEV_DIR = "dev"
 
 
 def write_lines(path: str | Path, lines: Iterable[str]) -> int:

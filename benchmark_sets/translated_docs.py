@@ -22,7 +22,7 @@ from typing import Literal
 
 from evaluation.data import write_beir
 
-from .common import UNLABELLED_DIR, dedup, render_readme, write_lines
+from .common import DEV_DIR, UNLABELLED_DIR, dedup, render_readme, write_lines
 from .html_sections import Section, parse_html_folder
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,10 @@ def build_doc_benchmark(
     unit) and is long enough, so every document id of every language exists in the English corpus: the cross-lingual
     run (`evaluation.evaluate.evaluate_model(..., cross_lingual="en")`) pairs a language's queries and qrels with the
     English corpus. The units outside the held-out split (titles and paragraphs, untranslated ones left out) are the
-    language's unlabelled text.
+    language's unlabelled text. The same task over those units is the dev split, ``<output_dir>/dev/<lang>/`` (for
+    the languages with a benchmark folder and at least `min_queries` dev queries): it shares no unit with the
+    benchmark, so hyperparameters can be chosen on it, and its documents are in the training text, as a knowledge
+    base is when a model is adapted to it (the training text never pairs a title with its text).
 
     Args:
         source: the documentation set.
@@ -182,7 +185,7 @@ def build_doc_benchmark(
         Counts per language: ``queries``, ``documents``, ``qrels``, ``title_as_en`` (queries identical to the
         English title of their unit: cross-lingual giveaways such as command names), ``en_text_pct`` (share of
         the documents' characters in paragraphs found verbatim in the English unit: code, names, untranslated strings),
-        ``unlabelled_lines``, ``unlabelled_chars``.
+        ``dev_queries``, ``unlabelled_lines``, ``unlabelled_chars``.
     """
     fraction = source.eval_fraction if eval_fraction is None else eval_fraction
     if not 0.0 < fraction < 1.0:
@@ -204,12 +207,16 @@ def build_doc_benchmark(
     def usable(unit: Section) -> bool:
         return bool(unit.title) and len(unit.text) >= source.min_chars
 
-    benchmark_ids: list[str] = []
-    seen_texts: set[str] = set()
-    for uid, unit in english.items():
-        if _in_eval_split(uid, fraction) and usable(unit) and unit.text not in seen_texts:
-            benchmark_ids.append(uid)
-            seen_texts.add(unit.text)
+    def split_ids(held_out: bool) -> list[str]:
+        ids: list[str] = []
+        seen_texts: set[str] = set()
+        for uid, unit in english.items():
+            if _in_eval_split(uid, fraction) == held_out and usable(unit) and unit.text not in seen_texts:
+                ids.append(uid)
+                seen_texts.add(unit.text)
+        return ids
+
+    split_ids_by_folder = {"": split_ids(True), DEV_DIR: split_ids(False)}
 
     output_dir = Path(output_dir)
     counts: dict[str, dict[str, int]] = {}
@@ -220,9 +227,14 @@ def build_doc_benchmark(
             reference = english.get(unit.id)
             return lang == source.english or reference is None or reference.text != unit.text
 
-        selected = [units[uid] for uid in benchmark_ids if uid in units and usable(units[uid])]
-        selected = [unit for unit in selected if translated(unit)]
-        queries, corpus, qrels = doc_retrieval_set(selected)
+        def retrieval_set(
+            ids: list[str], units: dict[str, Section] = units
+        ) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
+            selected = [units[uid] for uid in ids if uid in units and usable(units[uid])]
+            return doc_retrieval_set([unit for unit in selected if translated(unit)])
+
+        queries, corpus, qrels = retrieval_set(split_ids_by_folder[""])
+        dev_queries, dev_corpus, dev_qrels = retrieval_set(split_ids_by_folder[DEV_DIR])
         lines = dedup(
             line
             for unit in units.values()
@@ -231,9 +243,11 @@ def build_doc_benchmark(
             if line
         )
         write_lines(output_dir / UNLABELLED_DIR / f"{lang}.txt", lines)
-        counts[lang] = {"queries": 0, "documents": 0, "qrels": 0, "title_as_en": 0, "en_text_pct": 0}
+        counts[lang] = {"queries": 0, "documents": 0, "qrels": 0, "title_as_en": 0, "en_text_pct": 0, "dev_queries": 0}
         if len(queries) >= min_queries:
             write_beir(output_dir / lang, queries, corpus, qrels)
+            if len(dev_queries) >= min_queries:
+                write_beir(output_dir / DEV_DIR / lang, dev_queries, dev_corpus, dev_qrels)
             english_titles = {english[uid].title for uid in (qid.removeprefix("q:") for qid in queries)}
             counts[lang] = {
                 "queries": len(queries),
@@ -241,6 +255,7 @@ def build_doc_benchmark(
                 "qrels": sum(len(docs) for docs in qrels.values()),
                 "title_as_en": sum(text in english_titles for text in queries.values()),
                 "en_text_pct": _english_text_percent([units[did] for did in corpus], english),
+                "dev_queries": len(dev_queries) if len(dev_queries) >= min_queries else 0,
             }
         else:
             logger.info("%s %s: %d queries < %d, unlabelled text only", source.name, lang, len(queries), min_queries)
@@ -263,7 +278,10 @@ def build_doc_benchmark(
     description = (
         f"{source.description} A held-out {fraction:.0%} of the units (chosen by a hash of their id, the same in "
         "every language) forms the benchmark; `unlabelled/<lang>.txt` holds the text of the other units, so no "
-        "benchmark document nor any of its translations is in the training text. Document ids are shared by all "
+        "benchmark document nor any of its translations is in the training text. `dev/<lang>/` is the same task over "
+        "those other units (`dev_queries` queries): a selection split that shares no unit with the benchmark, whose "
+        "documents, unlike the benchmark's, are in the training text (as a knowledge base is when it is adapted to "
+        "itself), though no title is ever paired with its text there. Document ids are shared by all "
         "languages: `automlm-eval --cross-lingual-corpus en` runs each language's queries against the English corpus. "
         "`title_as_en` counts the queries identical to the English title (names of commands or functions), which "
         "a lexical match solves across languages; `en_text_pct` is the share of the documents' characters in "

@@ -42,6 +42,16 @@ def test_doc_benchmark_is_aligned_held_out_and_cross_lingual(tmp_path):
         lines = set((tmp_path / "split" / "unlabelled" / f"{lang}.txt").read_text(encoding="utf-8").splitlines())
         for uid in held_out:
             assert not lines & set(units[uid].paragraphs), f"{lang}: held-out text of {uid} in the training text"
+    # The dev split is the same task over the other units: none of it is held out, all of its text is training text.
+    dev = load_corpus(tmp_path / "split" / "dev" / "en" / "corpus.jsonl")
+    assert dev and not set(dev) & held_out
+    assert counts["en"]["dev_queries"] == len(load_queries(tmp_path / "split" / "dev" / "en" / "queries.jsonl"))
+    lines = set((tmp_path / "split" / "unlabelled" / "en.txt").read_text(encoding="utf-8").splitlines())
+    for uid in dev:
+        assert set(english[uid].paragraphs) <= lines, f"dev text of {uid} missing from the training text"
+    load_beir(tmp_path / "split" / "dev" / "en")
+    # Only the benchmark's own folders are languages: dev/ and unlabelled/ are not.
+    assert set(evaluate_model("bm25", tmp_path / "split", show_progress_bar=False)["per_language"]) <= set(roots)
     with pytest.raises(ValueError, match="between 0 and 1"):
         build_doc_benchmark(source, roots, tmp_path, eval_fraction=1.0)
     with pytest.raises(ValueError, match="must include 'en'"):

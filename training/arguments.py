@@ -183,7 +183,13 @@ class PretrainingArguments:
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Sentences per device and micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (AdamW)."})
+    learning_rate: float = field(
+        default=2.5e-6,
+        metadata={
+            "help": "Peak learning rate (AdamW). The default suits adapting a pretrained encoder (the best rate on the "
+            "dev splits of docs/RESULTS.md, section 1.5); training from scratch needs far more, e.g. 3e-4."
+        },
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})

@@ -186,8 +186,8 @@ class PretrainingArguments:
     learning_rate: float = field(
         default=2.5e-6,
         metadata={
-            "help": "Peak learning rate (AdamW). The default suits adapting a pretrained encoder (the best rate on the "
-            "dev splits of docs/RESULTS.md, section 1.5); training from scratch needs far more, e.g. 3e-4."
+            "help": "Peak learning rate (AdamW). The default suits adapting a pretrained encoder (the best rate on "
+            "the dev splits of docs/RESULTS.md, section 1.5); training from scratch needs far more, e.g. 3e-4."
         },
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})

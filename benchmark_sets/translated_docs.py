@@ -216,7 +216,7 @@ def build_doc_benchmark(
                 seen_texts.add(unit.text)
         return ids
 
-    split_ids_by_folder = {"": split_ids(True), DEV_DIR: split_ids(False)}
+    benchmark_ids, dev_ids = split_ids(True), split_ids(False)
 
     output_dir = Path(output_dir)
     counts: dict[str, dict[str, int]] = {}
@@ -233,8 +233,9 @@ def build_doc_benchmark(
             selected = [units[uid] for uid in ids if uid in units and usable(units[uid])]
             return doc_retrieval_set([unit for unit in selected if translated(unit)])
 
-        queries, corpus, qrels = retrieval_set(split_ids_by_folder[""])
-        dev_queries, dev_corpus, dev_qrels = retrieval_set(split_ids_by_folder[DEV_DIR])
+        queries, corpus, qrels = retrieval_set(benchmark_ids)
+        dev_queries, dev_corpus, dev_qrels = retrieval_set(dev_ids)
+        has_dev = len(dev_queries) >= min_queries
         lines = dedup(
             line
             for unit in units.values()
@@ -246,7 +247,7 @@ def build_doc_benchmark(
         counts[lang] = {"queries": 0, "documents": 0, "qrels": 0, "title_as_en": 0, "en_text_pct": 0, "dev_queries": 0}
         if len(queries) >= min_queries:
             write_beir(output_dir / lang, queries, corpus, qrels)
-            if len(dev_queries) >= min_queries:
+            if has_dev:
                 write_beir(output_dir / DEV_DIR / lang, dev_queries, dev_corpus, dev_qrels)
             english_titles = {english[uid].title for uid in (qid.removeprefix("q:") for qid in queries)}
             counts[lang] = {
@@ -255,7 +256,7 @@ def build_doc_benchmark(
                 "qrels": sum(len(docs) for docs in qrels.values()),
                 "title_as_en": sum(text in english_titles for text in queries.values()),
                 "en_text_pct": _english_text_percent([units[did] for did in corpus], english),
-                "dev_queries": len(dev_queries) if len(dev_queries) >= min_queries else 0,
+                "dev_queries": len(dev_queries) if has_dev else 0,
             }
         else:
             logger.info("%s %s: %d queries < %d, unlabelled text only", source.name, lang, len(queries), min_queries)

@@ -66,3 +66,24 @@ def test_the_report_names_the_command_that_reproduces_it():
     command = runner.reproduce_command(args)
     assert command.startswith("automlm-compare ")
     assert parser.parse_args(command.split()[1:]) == args
+
+
+@pytest.mark.parametrize(
+    ("peer", "rate"), [("tsdae", 1e-5), ("tsdae_untied", 1e-5), ("tsdae_lr5e6", 5e-6), ("tsdae_lr25e7", 2.5e-6)]
+)
+def test_a_peer_trains_with_the_protocol_and_its_own_arguments(peer, rate, tmp_path, monkeypatch):
+    """Each peer name runs `comparison.tsdae` on the protocol, and its extra arguments reach the training options."""
+    from training.arguments import parse_args
+
+    commands = []
+    monkeypatch.setattr(runner, "_run", lambda command, log: commands.append(command))
+    protocol = Path("configs/adaptation/protocol-e5-cpu.yaml").resolve()
+    runner.train_one(protocol, peer, 3, tmp_path)
+    (command,) = commands
+    assert command[1:3] == ["-m", "comparison.tsdae"]
+    options = command[3:]
+    assert options[: len(runner.PEERS[peer])] == runner.PEERS[peer]
+    _, _, args = parse_args([option for option in options if option != "--untied"])
+    assert args.learning_rate == pytest.approx(rate)  # the rate docs/RESULTS.md reports for this peer
+    assert ("--untied" in options) == peer.endswith("untied")
+    assert args.seed == 3 and args.output_dir == str(tmp_path / peer / "seed-3")

@@ -527,6 +527,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     model = whole_model(run)  # every process: under FSDP this gathers the shards
     if accelerator.is_main_process:
         export(run, state, summary, model)
+    # Tear the process group down together: a rank that destroys it while the main process is still exporting can
+    # abort at exit ("terminate called without an active exception", seen once in the two-process FSDP test).
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
 

@@ -23,12 +23,19 @@ A step is zero_grad, forward, backward and an AdamW step. The variants run round
 round) and the medians are reported, so that a noisy machine slows every variant alike. Peak memory is measured in a
 fresh subprocess per variant (see ``--help`` of ``--memory``).
 
+By default the script runs the quick comparison (under 10 minutes on 2 CPU cores at the multilingual-e5-small
+shape): ``cl`` against ``cl+auto-mlm`` at the embedded default's batch (32 sentences of 32 tokens), no memory
+probes. ``--full`` runs the whole table (every main variant, batch 64 x 64 tokens, memory probes) unless the
+options say otherwise.
+
 Example:
-    OMP_NUM_THREADS=1 python benchmarks/train_step.py --repeats 7
-    OMP_NUM_THREADS=1 python benchmarks/train_step.py --vocab-size 250002 --repeats 5
-    OMP_NUM_THREADS=1 python benchmarks/train_step.py --ablations --profile
-    OMP_NUM_THREADS=1 python benchmarks/train_step.py --shape multilingual-e5-small --batch-size 32 --seq-len 64 \
-        --variants cl cl+mlm cl+auto-mlm cl+auto-mlm:sampled --embeddings trained frozen --repeats 5 --warmup 1
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py --shape multilingual-e5-small
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py --full --repeats 7
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py --full --vocab-size 250002 --repeats 5
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py --full --ablations --profile
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py --full --shape multilingual-e5-small --batch-size 32 \
+        --seq-len 64 --variants cl cl+mlm cl+auto-mlm cl+auto-mlm:sampled --embeddings trained frozen --repeats 5 \
+        --warmup 1
 """
 
 from __future__ import annotations
@@ -67,6 +74,14 @@ SHAPES: dict[str, dict[str, int]] = {
 SAMPLED = ":sampled"  # suffix of a variant whose heads use a sampled softmax (`--sample-size` candidates)
 FROZEN = "/frozen"  # suffix of a variant run with the word embeddings frozen
 MAIN_VARIANTS = ("cl", "cl+mlm", "cl+auto-mlm", f"cl+auto-mlm{SAMPLED}", "naive")
+QUICK_VARIANTS = ("cl", "cl+auto-mlm")
+# (quick, full) defaults of the options `--full` switches
+QUICK_AND_FULL: dict[str, tuple[object, object]] = {
+    "batch_size": (32, 64),
+    "seq_len": (32, 64),
+    "variants": (list(QUICK_VARIANTS), list(MAIN_VARIANTS)),
+    "memory": ("none", "rss"),
+}
 # Where the extra time of Auto-MLM goes: the same objective with cheaper heads, and the vocabulary logits alone.
 ABLATIONS: dict[str, dict[str, object]] = {
     "auto-mlm:head_layers=0": {"head_num_layers": 0, "head_fusion": "add"},
@@ -89,8 +104,14 @@ def add_shape_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_shape_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help=f"the whole table: variants {list(MAIN_VARIANTS)}, batch 64 x 64 tokens, memory probes (default: the "
+        f"quick comparison, {list(QUICK_VARIANTS)} at 32 x 32 tokens, no memory probes)",
+    )
+    parser.add_argument("--batch-size", type=int, help="sentences per batch (quick: 32, --full: 64)")
+    parser.add_argument("--seq-len", type=int, help="tokens per sentence (quick: 32, --full: 64)")
     parser.add_argument("--mlm-weight", type=float, default=0.1, help="weight of the MLM term (cl+mlm, naive)")
     parser.add_argument(
         "--sample-size",
@@ -106,8 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=list(MAIN_VARIANTS),
-        help=f"among {MAIN_VARIANTS} and cl+mlm{SAMPLED}; a {FROZEN} suffix freezes the word embeddings",
+        help=f"among {MAIN_VARIANTS} and cl+mlm{SAMPLED}; a {FROZEN} suffix freezes the word embeddings (quick: "
+        f"{list(QUICK_VARIANTS)}, --full: all but cl+mlm{SAMPLED})",
     )
     parser.add_argument(
         "--embeddings",
@@ -120,15 +141,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--memory",
         choices=["rss", "none"],
-        default="rss",
-        help="CPU: peak resident memory of one step, in a fresh subprocess per variant (VmHWM after resetting it "
-        "through /proc/self/clear_refs), over the resident memory just before the step, with parameters, "
-        "gradients and AdamW state already allocated. CUDA: torch.cuda.max_memory_allocated, in this process.",
+        help="quick: none, --full: rss. CPU: peak resident memory of one step, in a fresh subprocess per variant "
+        "(VmHWM after resetting it through /proc/self/clear_refs), over the resident memory just before the step, "
+        "with parameters, gradients and AdamW state already allocated. CUDA: torch.cuda.max_memory_allocated, in "
+        "this process.",
     )
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of cl+auto-mlm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: one variant, print its memory
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name, (quick, full) in QUICK_AND_FULL.items():
+        if getattr(args, name) is None:
+            setattr(args, name, full if args.full else quick)
+    return args
 
 
 # ------------------------------------------------------------------------------------------------------------------

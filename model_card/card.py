@@ -39,6 +39,15 @@ from .tables import (
 
 logger = logging.getLogger(__name__)
 
+HEAD_SOURCE_FILE = "auto_mlm_head_source.json"
+"""Provenance of a pretrained Auto-MLM head, written by the trainer next to the weights it started."""
+HEAD_PROBE_KEYS = (
+    "auto_mlm_heldout_accuracy",
+    "auto_mlm_heldout_accuracy_other_vector",
+    "auto_mlm_heldout_vector_share",
+)
+"""What the trainer's held-out probe of the Auto-MLM head records (see `training.head.probe_head`)."""
+
 TEMPLATE_NAME = "model_card.jinja"
 CURVES_FILE = "training_curves.png"
 README_FILE = "README.md"
@@ -139,6 +148,7 @@ class AutoMLMModelCardData:
     pooling_config: dict[str, Any] | None = None
     parameter_counts: dict[str, int] = field(default_factory=dict)
     backbone_source: dict[str, Any] | None = None
+    head_source: dict[str, Any] | None = None
 
     @classmethod
     def from_folder(
@@ -194,6 +204,7 @@ class AutoMLMModelCardData:
             pooling_config=pooling_config,
             parameter_counts=count_parameters(weights) if weights.is_file() else {},
             backbone_source=_read_json(folder / BACKBONE_SOURCE_FILE),
+            head_source=_read_json(folder / HEAD_SOURCE_FILE),
         )
 
     # --- what the model is ----------------------------------------------------------------------------------------
@@ -292,6 +303,16 @@ class AutoMLMModelCardData:
         if is_number(anchor) and anchor > 0:
             objective.append((anchor, "anchor (1 - cosine to the starting encoder)"))
         return objective
+
+    @property
+    def auto_mlm_head(self) -> dict[str, Any] | None:
+        """The exported head's accuracy on the held-out probe (``training_metrics.json``), with the step it was
+        measured at and the probe's size; None when the run did not measure it."""
+        metrics = self.training_metrics or {}
+        head = metrics.get("auto_mlm_head")
+        if not isinstance(head, dict) or not all(is_number(head.get(key)) for key in HEAD_PROBE_KEYS):
+            return None
+        return {**head, "step": metrics.get("exported_step")}
 
     # --- data ---------------------------------------------------------------------------------------------------
     @property
@@ -476,6 +497,8 @@ class AutoMLMModelCardData:
             "max_seq_length": self.max_seq_length,
             "objective": " + ".join(f"{weight:g} * {name}" for weight, name in self.objective),
             "objective_details": self.objective_details,
+            "auto_mlm_head": self.auto_mlm_head,
+            "head_source": self.head_source,
             "objective_table": objective,
             "languages": self.languages,
             "total_sentences": self.total_sentences,
@@ -497,6 +520,7 @@ class AutoMLMModelCardData:
             "framework_versions": versions,
             "versions_recorded": versions_recorded,
             "citation": CITATION,
+            "head_source_file": HEAD_SOURCE_FILE,
             "paper_title": PAPER_TITLE,
             "paper_url": PAPER_URL,
         }

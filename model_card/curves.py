@@ -18,8 +18,11 @@ LABELS = {
     "cl_loss": "contrastive (InfoNCE)",
     "auto_mlm_loss": "Auto-MLM",
     "mlm_loss": "MLM",
-    "auto_mlm_accuracy": "Auto-MLM head",
-    "mlm_accuracy": "MLM head",
+    "auto_mlm_accuracy": "Auto-MLM head (training batch)",
+    "mlm_accuracy": "MLM head (training batch)",
+    "auto_mlm_heldout_accuracy": "Auto-MLM head, held-out (own vector)",
+    "auto_mlm_heldout_accuracy_other_vector": "Auto-MLM head, held-out (another sentence's vector)",
+    "auto_mlm_heldout_vector_share": "Auto-MLM head, held-out: from the vector",
     "learning_rate": "learning rate",
     "sentences_per_s": "sentences/s",
     "tokens_per_s": "tokens/s (right axis)",
@@ -51,7 +54,7 @@ def _panel_of(key: str) -> str | None:
         return "Dev evaluation"
     if key.endswith("loss"):
         return "Losses"
-    if key.endswith("accuracy"):
+    if key.endswith("accuracy") or key.startswith("auto_mlm_heldout"):
         return "Masked-token accuracy"
     if key in ("learning_rate", "lr"):
         return "Learning rate"

@@ -128,15 +128,19 @@ class AutoMLMConfig(PreTrainedConfig):
         mlm_weight (`float`, *optional*, defaults to 0.0):
             Weight of a plain MLM loss on the encoder's own contextual states of the masked sentence (the
             "CL + MLM" baseline). Costs one more encoder pass over the masked sentence, batched with the CL views.
-        mask_probability (`float`, *optional*, defaults to 0.15):
+        mask_probability (`float`, *optional*, defaults to 0.3):
             Probability that a token (or a word, with whole-word masking) is selected for prediction. Every
-            sentence gets at least one selected token. BERT's value; the paper gives none.
+            sentence gets at least one selected token. The paper gives no value; twice BERT's 0.15, as RetroMAE
+            masks more on its decoder's side: the head then sees fewer neighbours of each masked token and has to
+            read the sentence vector (docs/RESULTS.md).
         masking_scheme (`str`, *optional*, defaults to `"random"`):
             ``"random"`` selects tokens independently; ``"whole_word"`` selects words and masks all their tokens
             (needs ``word_ids`` from the data collator).
-        mask_replacement (`str`, *optional*, defaults to `"bert"`):
-            ``"bert"`` replaces a selected token by the mask token 80% of the time, a random token 10% and keeps
-            it 10%; ``"mask"`` always uses the mask token.
+        mask_replacement (`str`, *optional*, defaults to `"mask"`):
+            ``"mask"`` always replaces a selected token by the mask token; ``"bert"`` does so 80% of the time, puts
+            a random token 10% and keeps it 10%. BERT's mix keeps an encoder that reads masked text useful on
+            unmasked text; the default Auto-MLM head is not the encoder and reads no masked text through it, so
+            every target is hidden from it. Set ``"bert"`` for the plain MLM baseline as BERT trains it.
         head_num_layers (`int`, *optional*, defaults to 1):
             Transformer layers of the Auto-MLM head. ``0`` is allowed with ``"add"`` and ``"concat"`` fusion: each
             position is then predicted from the sentence vector and its own (masked) embedding alone.
@@ -157,17 +161,19 @@ class AutoMLMConfig(PreTrainedConfig):
         tie_head_embeddings (`bool`, *optional*, defaults to `True`):
             Compute the heads' vocabulary logits with the encoder's input embedding matrix (no extra vocab-sized
             matrix). ``False`` gives each head its own output projection.
-        head_vocab_sample_size (`int`, *optional*, defaults to 0):
+        head_vocab_sample_size (`int`, *optional*, defaults to 8192):
             Vocabulary rows each masked position is scored against in training (sampled softmax); ``0`` scores the
-            whole vocabulary. The candidates are the batch's distinct target tokens plus as many other tokens as
-            make up this number, drawn uniformly without replacement from the rest of the vocabulary with torch's
-            global random generator (so a seed, and a resumed run's restored random state, replay them); when the
-            distinct targets alone reach this number they are the only candidates. Logits are computed against the
-            candidates' embedding rows only, so a step costs ``hidden x head_vocab_sample_size`` multiply-adds per
-            masked position instead of ``hidden x vocab_size``, and only candidate rows get a gradient from the
-            heads. No log-Q correction is applied: with uniform sampling it subtracts the same constant from every
-            candidate's logit, which cancels in the softmax (Jean et al., 2015). In eval mode the heads score the
-            whole vocabulary, so the reported loss and masked-token accuracy stay comparable across settings.
+            whole vocabulary. The default makes a step of the method cost what a step of CL alone costs at a 250k
+            vocabulary (docs/BENCHMARKS.md); a smaller vocabulary is scored whole. The candidates are the batch's
+            distinct target tokens plus as many other tokens as make up this number, drawn uniformly without
+            replacement from the rest of the vocabulary with torch's global random generator (so a seed, and a
+            resumed run's restored random state, replay them); when the distinct targets alone reach this number
+            they are the only candidates. Logits are computed against the candidates' embedding rows only, so a
+            step costs ``hidden x head_vocab_sample_size`` multiply-adds per masked position instead of
+            ``hidden x vocab_size``, and only candidate rows get a gradient from the heads. No log-Q correction is
+            applied: with uniform sampling it subtracts the same constant from every candidate's logit, which
+            cancels in the softmax (Jean et al., 2015). In eval mode the heads score the whole vocabulary, so the
+            reported loss and masked-token accuracy stay comparable across settings.
         mask_token_id (`int`, *optional*):
             The tokenizer's mask token. Required when ``auto_mlm_weight`` or ``mlm_weight`` is positive;
             [`AutoMLMForPreTraining.from_backbone`] and the trainer fill it from the tokenizer.
@@ -188,16 +194,16 @@ class AutoMLMConfig(PreTrainedConfig):
         gather_across_processes: bool = True,
         auto_mlm_weight: float = 0.1,
         mlm_weight: float = 0.0,
-        mask_probability: float = 0.15,
+        mask_probability: float = 0.3,
         masking_scheme: MaskingScheme = "random",
-        mask_replacement: MaskReplacement = "bert",
+        mask_replacement: MaskReplacement = "mask",
         head_num_layers: int = 1,
         head_fusion: HeadFusion = "concat",
         head_input: HeadInput = "token_embeddings",
         head_num_attention_heads: int | None = None,
         head_intermediate_size: int | None = None,
         tie_head_embeddings: bool = True,
-        head_vocab_sample_size: int = 0,
+        head_vocab_sample_size: int = 8192,
         mask_token_id: int | None = None,
         special_token_ids: list[int] | None = None,
         **kwargs: Any,

@@ -261,12 +261,15 @@ def masked_lm_loss(
     states: torch.Tensor,
     labels: torch.Tensor,
     embedding_weight: torch.Tensor,
+    vocabulary: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy and accuracy over the positions where `labels != -100`; logits only at those positions.
 
     `states` is `(batch, seq_len, hidden)` or already `(num_selected, hidden)` with `labels` `(num_selected,)`. In
     training with `predictor.vocab_sample_size` set, the softmax runs over the sampled candidates of
-    `sample_vocabulary` (and the accuracy is among them); in eval mode always over the whole vocabulary.
+    `sample_vocabulary` (and the accuracy is among them); in eval mode over the whole vocabulary. A `vocabulary`
+    (`(num_tokens,)` sorted token ids holding every label, e.g. the tokens of a corpus) restricts the softmax to
+    those tokens instead, in either mode.
     """
     if states.dim() == 3:
         selected = labels != IGNORE_INDEX  # (batch, seq_len)
@@ -275,7 +278,9 @@ def masked_lm_loss(
         zero = states.sum() * 0.0  # keeps the graph connected so that every parameter gets a gradient
         return zero, zero.detach()
     candidates = None
-    if predictor.training and predictor.vocab_sample_size > 0:
+    if vocabulary is not None:
+        candidates, labels = vocabulary, torch.searchsorted(vocabulary, labels)
+    elif predictor.training and predictor.vocab_sample_size > 0:
         candidates, labels = sample_vocabulary(labels, predictor.bias.numel(), predictor.vocab_sample_size)
     logits = predictor(states, embedding_weight, candidates)  # (num_selected, vocab_size or num_candidates)
     loss = F.cross_entropy(logits.float(), labels)
@@ -361,6 +366,7 @@ class AutoMLMHead(nn.Module):
         attention_mask: torch.Tensor,
         labels: torch.Tensor,
         embedding_weight: torch.Tensor,
+        vocabulary: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return `(loss, accuracy)` over masked positions.
 
@@ -370,6 +376,8 @@ class AutoMLMHead(nn.Module):
             attention_mask: `(batch, seq_len)`.
             labels: `(batch, seq_len)` original ids at masked positions, -100 elsewhere.
             embedding_weight: `(vocab_size, hidden)` input embedding matrix for the tied output projection.
+            vocabulary: `(num_tokens,)` sorted token ids to score instead of the whole vocabulary (see
+                `masked_lm_loss`).
         """
         batch, seq_len, _ = token_states.shape
         sentence = self.sentence_projection(sentence_vector)  # (batch, hidden)
@@ -381,7 +389,7 @@ class AutoMLMHead(nn.Module):
             rows, cols = selected.nonzero(as_tuple=True)
             states = self._combine(token_states[rows, cols] + positions[cols], sentence[rows])  # (num_sel, hidden)
             states = self.dropout(self.LayerNorm(states))
-            return masked_lm_loss(self.predictor, states, labels[rows, cols], embedding_weight)
+            return masked_lm_loss(self.predictor, states, labels[rows, cols], embedding_weight, vocabulary)
 
         tokens = token_states + positions  # (batch, seq_len, hidden)
         output_positions = selected
@@ -397,7 +405,7 @@ class AutoMLMHead(nn.Module):
         # Only the masked positions reach the logits: the last layer computes its output there alone, which skips
         # its output projection and feed-forward at every other position.
         states = self.layers[-1](states, attention_mask, output_positions)  # (num_selected, hidden)
-        return masked_lm_loss(self.predictor, states, labels[selected], embedding_weight)
+        return masked_lm_loss(self.predictor, states, labels[selected], embedding_weight, vocabulary)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -660,6 +668,36 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
             return lookup_rows(embeddings.weight, masked_input_ids, embeddings.padding_idx)
         return embeddings(masked_input_ids)
 
+    def auto_mlm_head_loss(
+        self,
+        masked_input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        labels: torch.LongTensor,
+        sentence_vector: torch.Tensor,
+        masked_states: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Auto-MLM term: `(loss, accuracy)` of the head rebuilding the masked tokens from `sentence_vector`.
+
+        Args:
+            masked_input_ids: `(batch, seq_len)` the masked sentences.
+            attention_mask: `(batch, seq_len)`.
+            labels: `(batch, seq_len)` original ids at masked positions, -100 elsewhere.
+            sentence_vector: `(batch, hidden)` pooled (unnormalised) vectors of the unmasked sentences. Any vector
+                can be passed: another sentence's vector measures how much the head reads from it.
+            masked_states: `(batch, seq_len, hidden)` the encoder's states of the masked sentences, for
+                `head_input="contextual"`; computed here when omitted.
+        """
+        if self.config.head_input == "contextual":
+            if masked_states is None:
+                masked_states = self.automlm(
+                    input_ids=masked_input_ids, attention_mask=attention_mask
+                ).last_hidden_state
+            token_states = masked_states
+        else:
+            token_states = self._masked_token_embeddings(masked_input_ids)  # (batch, seq_len, hidden)
+        embedding_weight = self.get_input_embeddings().weight
+        return self.auto_mlm_head(token_states, sentence_vector, attention_mask, labels, embedding_weight)
+
     def joint_loss(
         self,
         cl_loss: torch.Tensor | None = None,
@@ -752,18 +790,14 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
             )
 
         masked_states = encoded.last_hidden_state[-batch:, :seq_len] if contextual_masked else None
-        embedding_weight = self.get_input_embeddings().weight
         if self.auto_mlm_head is not None:
-            if config.head_input == "contextual":
-                token_states = masked_states
-            else:
-                token_states = self._masked_token_embeddings(masked_input_ids)  # (batch, seq_len, hidden)
             sentence_vector = encoded.pooler_output[:batch]  # the unmasked sentence's first view
-            loss, accuracy = self.auto_mlm_head(
-                token_states, sentence_vector, attention_mask, mlm_labels, embedding_weight
+            loss, accuracy = self.auto_mlm_head_loss(
+                masked_input_ids, attention_mask, mlm_labels, sentence_vector, masked_states
             )
             losses["auto_mlm_loss"], accuracies["auto_mlm_accuracy"] = loss, accuracy
         if self.mlm_head is not None:
+            embedding_weight = self.get_input_embeddings().weight
             loss, accuracy = masked_lm_loss(self.mlm_head, masked_states, mlm_labels, embedding_weight)
             losses["mlm_loss"], accuracies["mlm_accuracy"] = loss, accuracy
 

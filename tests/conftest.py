@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Pretrained Auto-MLM heads of the tests' tiny models go to a folder of this session, not the user's cache.
+os.environ.setdefault("AUTOMLM_HEAD_CACHE", os.path.join(tempfile.mkdtemp(prefix="automlm-heads-"), "heads"))
 
 import pytest
 import torch

@@ -236,6 +236,28 @@ class PretrainingArguments:
             "encoder is pretrained; default: `learning_rate`. Same warm-up and schedule."
         },
     )
+    head_pretraining_steps: int = field(
+        default=1000,
+        metadata={
+            "help": "Start the Auto-MLM head from one trained for this many steps on the training text with the "
+            "encoder frozen (sentence vectors computed once; cached beside the offline backbones and reused by every "
+            "run with the same encoder, text and head); 0: a random head."
+        },
+    )
+    head_probe_sentences: int = field(
+        default=512,
+        metadata={
+            "help": "Held-out sentences (queries of `dev_data`) on which every dev evaluation measures how many "
+            "masked tokens the Auto-MLM head rebuilds, with each sentence's own vector and with another's; 0: off."
+        },
+    )
+    log_gradient_norms: bool = field(
+        default=False,
+        metadata={
+            "help": "At each logging step, also log the norm of each loss term's gradient at the encoder's layers "
+            "(grad_norm_cl, grad_norm_auto_mlm, grad_ratio_auto_mlm): one more backward pass per term there."
+        },
+    )
     anchor_weight: float = field(
         default=0.0,
         metadata={
@@ -263,11 +285,23 @@ class PretrainingArguments:
             self.head_learning_rate is None or self.head_learning_rate > 0,
             f"`head_learning_rate` must be positive (or unset to use `learning_rate`), got {self.head_learning_rate}.",
         )
+        _require(
+            self.head_pretraining_steps >= 0,
+            f"`head_pretraining_steps` must be >= 0 (0: a random head), got {self.head_pretraining_steps}.",
+        )
+        _require(
+            self.head_probe_sentences >= 0,
+            f"`head_probe_sentences` must be >= 0 (0: no probe), got {self.head_probe_sentences}.",
+        )
         _require(self.anchor_weight >= 0, f"`anchor_weight` must be >= 0 (0 turns it off), got {self.anchor_weight}.")
         _require(
             not (self.anchor_weight > 0 and self.gradient_cache_chunk_size),
             "`anchor_weight` does not work with `gradient_cache_chunk_size` yet: unset `gradient_cache_chunk_size` "
             "or set `anchor_weight` to 0.",
+        )
+        _require(
+            not (self.log_gradient_norms and self.gradient_cache_chunk_size),
+            "`log_gradient_norms` does not work with `gradient_cache_chunk_size`: unset one of them.",
         )
         if self.gradient_cache_chunk_size is not None:
             _require(self.gradient_cache_chunk_size >= 1, "`gradient_cache_chunk_size` must be >= 1.")

@@ -319,7 +319,10 @@ class AutoMLMCollator:
       find the text it comes from, which is what a query does. Spans are drawn from torch's global generator,
       so they follow the run's seed and replay on resume.
 
-    The Auto-MLM and MLM terms read the first view.
+    The Auto-MLM and MLM terms read the first view. The batch's ``special_tokens_mask`` marks the tokens that are
+    never masked: the tokenizer's special tokens and the tokens of the first view's prefix (``text_prefix``, or
+    ``query_prompt`` for the ``prompts`` and ``crop`` views). A prefix is the same in every sentence, so a masked-LM
+    head that was allowed to predict it would learn the prompt instead of the sentence.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -344,10 +347,11 @@ class AutoMLMCollator:
 
     def make_views(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Items with their first view as text and, for `prompts` and `crop`, the second view as positive."""
+        prefix = self.first_view_prefix(items)
         if any(self.positive_key in item for item in items) or self.views == "dropout":
-            if not self.text_prefix:
+            if not prefix:
                 return items
-            return [{**item, self.text_key: self.text_prefix + item[self.text_key]} for item in items]
+            return [{**item, self.text_key: prefix + item[self.text_key]} for item in items]
         texts = [item[self.text_key] for item in items]
         first = texts if self.views == "prompts" else [self.crop(text) for text in texts]
         return [
@@ -355,9 +359,27 @@ class AutoMLMCollator:
             for view, text in zip(first, texts)
         ]
 
-    def _encode(self, texts: list[str], prefix: str = "") -> dict[str, torch.Tensor]:
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+    def first_view_prefix(self, items: list[dict[str, Any]]) -> str:
+        """The text `make_views` puts before every first view of these items."""
+        if any(self.positive_key in item for item in items) or self.views == "dropout":
+            return self.text_prefix
+        return self.query_prompt
+
+    def _encode(self, texts: list[str], prefix: str = "", protected_prefix: str = "") -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            return_special_tokens_mask=not prefix,
+        )
         batch = {f"{prefix}{key}": value for key, value in encoded.items() if key != "special_tokens_mask"}
+        if not prefix:
+            protected = encoded["special_tokens_mask"].bool()  # (batch, seq_len)
+            if protected_prefix:
+                protected |= prefix_token_mask(self.tokenizer, encoded, texts, protected_prefix)
+            batch["special_tokens_mask"] = protected.long()
         if self.whole_word_masking and not prefix:
             if not getattr(self.tokenizer, "is_fast", False):
                 raise ValueError("Whole-word masking needs a fast tokenizer (it provides word ids).")
@@ -366,11 +388,38 @@ class AutoMLMCollator:
         return batch
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        protected_prefix = self.first_view_prefix(items)
         items = self.make_views(items)
         texts = [item[self.text_key] for item in items]
-        batch = self._encode(texts)
+        batch = self._encode(texts, protected_prefix=protected_prefix)
         if any(self.positive_key in item for item in items):
             if not all(self.positive_key in item for item in items):
                 raise ValueError(f"Some items of the batch have a `{self.positive_key}` and others not.")
             batch.update(self._encode([item[self.positive_key] for item in items], prefix="positive_"))
         return batch
+
+
+def prefix_token_mask(tokenizer: PreTrainedTokenizerBase, encoded: Any, texts: list[str], prefix: str) -> torch.Tensor:
+    """`(batch, seq_len)` True at the tokens of `encoded` that lie wholly inside `prefix`, the text put before every
+    one of `texts` (a prompt such as E5's ``"query: "``).
+
+    A fast tokenizer gives each token's character span, which decides; a token that spans the prefix's end and the
+    sentence's first characters counts as the sentence's. A slow tokenizer has no spans: the prefix is then taken
+    to be the tokens after the leading special tokens, as many as the prefix makes alone.
+    """
+    input_ids = encoded["input_ids"]
+    special = encoded["special_tokens_mask"].bool()
+    if getattr(tokenizer, "is_fast", False):
+        protected = torch.zeros(input_ids.shape, dtype=torch.bool)  # (batch, seq_len)
+        for row in range(input_ids.shape[0]):
+            for position in range(input_ids.shape[1]):
+                span = None if special[row, position] else encoded.token_to_chars(row, position)
+                if span is not None and span.end <= len(prefix):
+                    protected[row, position] = True
+                elif span is not None:
+                    break  # the sentence has begun
+        return protected
+    length = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+    first = (~special).int().argmax(dim=1, keepdim=True)  # (batch, 1): the first token that is not special
+    positions = torch.arange(input_ids.shape[1])[None]  # (1, seq_len)
+    return (positions >= first) & (positions < first + length) & ~special

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from model_card import generate_model_card
+from model_card.card import HEAD_PROBE_KEYS, HEAD_SOURCE_FILE
 from modeling_automlm import AutoMLMForPreTraining, AutoMLMForPreTrainingOutput, AutoMLMModel
 
 from .arguments import EMBEDDED_CORPUS, DataArguments, ModelArguments, PretrainingArguments, parse_args, settings_dict
@@ -50,6 +51,17 @@ from .data import (
 )
 from .export import export_plain, export_sentence_transformers, sentence_transformers_prompts
 from .gradcache import grad_cache_step
+from .gradients import term_gradient_norms
+from .head import (
+    HEAD_ACCURACY,
+    HEAD_ACCURACY_OTHER,
+    HEAD_VECTOR_SHARE,
+    HeadProbe,
+    HeadRecipe,
+    pretrain_head,
+    probe_head,
+    probe_texts,
+)
 from .health import embedding_health
 from .model import BACKBONE_SOURCE_FILE, SCRATCH, backbone_source, build_model, fill_prompts_from_backbone
 
@@ -111,6 +123,7 @@ class Run:
     model: AutoMLMForPreTraining  # unwrapped: what is evaluated and exported
     tokenizer: PreTrainedTokenizerBase
     data_stats: dict[str, Any]
+    probe: HeadProbe | None = None  # held-out sentences the Auto-MLM head is measured on at each dev evaluation
 
     @property
     def output_dir(self) -> Path:
@@ -306,6 +319,31 @@ def export_untrained(
     return export_sentence_transformers(model.eval(), tokenizer, output_dir, data_args.max_seq_length, prompts=prompts)
 
 
+def build_head_probe(
+    model: AutoMLMForPreTraining,
+    tokenizer: PreTrainedTokenizerBase,
+    data_args: DataArguments,
+    args: PretrainingArguments,
+    corpus: Corpus,
+) -> HeadProbe | None:
+    """The held-out sentences the Auto-MLM head is measured on: queries of the dev data that are not training text,
+    masked as the model masks (content tokens only, every target the mask token). None without an Auto-MLM head or
+    dev data."""
+    if model.auto_mlm_head is None or not data_args.dev_data or not args.head_probe_sentences:
+        return None
+    texts = probe_texts(data_args.dev_data, args.head_probe_sentences, exclude=set(corpus.texts))
+    if not texts:
+        logger.warning("No dev query outside the training text: the Auto-MLM head is not probed.")
+        return None
+    return HeadProbe.build(
+        texts,
+        tokenizer,
+        prefix=data_args.text_prefix,
+        max_length=data_args.max_seq_length,
+        mask_probability=model.config.mask_probability,
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The data, resumable
 # ----------------------------------------------------------------------------------------------------------------
@@ -393,6 +431,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     # no optimizer state to miss: FSDP checkpoints only resume when every trainable parameter has some.
     if getattr(model.automlm.encoder, "pooler", None) is not None:
         model.automlm.encoder.pooler.requires_grad_(False)
+    probe = build_head_probe(model, tokenizer, data_args, args, corpus)
+    head_source = None
+    if args.head_pretraining_steps and model.auto_mlm_head is not None and not args.resume:
+        with accelerator.main_process_first():  # the main process trains and caches it; the others read it
+            head_source = pretrain_head(
+                model,
+                tokenizer,
+                corpus.texts,
+                prefix=data_args.text_prefix,
+                max_length=data_args.max_seq_length,
+                recipe=HeadRecipe(steps=args.head_pretraining_steps),
+                probe=probe,
+            )
     collator = AutoMLMCollator(
         tokenizer,
         max_length=data_args.max_seq_length,
@@ -423,12 +474,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if anchor is not None:
         anchor.to(accelerator.device)
-    run = Run(model_args, data_args, args, accelerator, accelerator.unwrap_model(model), tokenizer, corpus.stats())
+    run = Run(
+        model_args, data_args, args, accelerator, accelerator.unwrap_model(model), tokenizer, corpus.stats(), probe
+    )
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
     if accelerator.is_main_process:
         run.output_dir.mkdir(parents=True, exist_ok=True)
         (run.output_dir / "training_config.json").write_text(json.dumps(run.settings, indent=2))
+        if head_source is not None:  # read back by the export, also after a resume
+            (run.output_dir / HEAD_SOURCE_FILE).write_text(json.dumps(head_source, indent=2))
     if accelerator.log_with:
         accelerator.init_trackers("automlm", config=_scalar_settings(run.settings))
 
@@ -451,6 +506,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     window = LogWindow(run.global_batch, args.gradient_accumulation_steps)
     clock_start = time.perf_counter() - state.train_seconds
     skip_update = False  # a micro-batch of the current step had a non-finite loss
+    gradient_norms: dict[str, float] = {}  # `log_gradient_norms`: measured at the step a log line reports
     if args.eval_steps and data_args.dev_data and state.step == 0:
         evaluate(run, state)  # step 0: the untouched model is a candidate for the export too
     model.train()
@@ -467,6 +523,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
             if anchor is not None:  # `anchor_weight`; not with GradCache (the arguments refuse the pair)
                 anchor_value = anchor_loss(anchor, batch, outputs.sentence_embedding)
                 outputs.loss = outputs.loss + args.anchor_weight * anchor_value
+            if args.log_gradient_norms and (state.step + 1) % args.logging_steps == 0 and accelerator.sync_gradients:
+                gradient_norms = term_gradient_norms(run.model, outputs)
             # Every process must take the same decision: DDP would otherwise wait for a gradient that never comes.
             finite = accelerator.gather(torch.isfinite(outputs.loss.detach()).float().reshape(1)).min().item() == 1
             if finite and not args.gradient_cache_chunk_size:
@@ -495,6 +553,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         if state.step % args.logging_steps == 0 or state.step == max_steps:
             record = window.summary(scheduler.get_last_lr()[0], steps_left=max_steps - state.step)
             record.update(embedding_health(outputs.sentence_embedding, outputs.positive_embedding))
+            record.update(gradient_norms)
+            gradient_norms = {}
             state.record(record)
             accelerator.log(record, step=state.step)
             progress.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "cl_loss", "auto_mlm_loss") if k in record})
@@ -630,6 +690,11 @@ def evaluate(run: Run, state: TrainingState) -> None:
         )
         value = results["macro"][metric]
         state.record({f"dev_{metric}": value})
+        if run.probe is not None:
+            head = probe_head(model, run.probe)
+            state.record(head)
+            accelerator.log({f"dev/{key}": number for key, number in head.items()}, step=state.step)
+            logger.info("step %d: Auto-MLM head on held-out sentences %s", state.step, significant(head))
         (run.output_dir / "eval_results.json").write_text(json.dumps([results], indent=2))  # the latest evaluation
         accelerator.log({f"dev/{k}": v for k, v in results["macro"].items()}, step=state.step)
         logger.info("step %d: dev %s", state.step, significant(results["macro"]))
@@ -656,6 +721,8 @@ def summarize(run: Run, state: TrainingState) -> dict[str, Any]:
         for key in SUMMARY_KEYS:
             if key in record and key not in final:
                 final[key] = record[key]
+    exported_step = state.best_step if run.args.load_best_model_at_end and state.best_step is not None else state.step
+    head = next((r for r in state.history if r["step"] == exported_step and HEAD_ACCURACY in r), None)
     processes = run.accelerator.num_processes
     cuda = torch.cuda.is_available() and not run.args.cpu
     device = torch.cuda.get_device_name() if cuda else platform.processor()
@@ -669,6 +736,9 @@ def summarize(run: Run, state: TrainingState) -> dict[str, Any]:
         "nonfinite_steps": state.nonfinite_steps,
         "best_step": state.best_step,
         "best_metric": state.best_metric,
+        "exported_step": exported_step,
+        # The exported model's head on the held-out probe (None without dev data or an Auto-MLM head).
+        "auto_mlm_head": {key: head[key] for key in HEAD_PROBE_KEYS} if head else None,
         "final": final,
         "history": state.history,
     }
@@ -694,8 +764,9 @@ def export(run: Run, state: TrainingState, summary: dict[str, Any], model: AutoM
     (final_dir / "training_config.json").write_text(json.dumps(run.settings, indent=2))
     (final_dir / "training_metrics.json").write_text(json.dumps(summary, indent=2))
     (final_dir / "data_stats.json").write_text(json.dumps(run.data_stats, indent=2, ensure_ascii=False))
-    if (output_dir / "eval_results.json").is_file():
-        shutil.copy(output_dir / "eval_results.json", final_dir / "eval_results.json")
+    for name in ("eval_results.json", HEAD_SOURCE_FILE):
+        if (output_dir / name).is_file():
+            shutil.copy(output_dir / name, final_dir / name)
     model_id = args.hub_model_id or output_dir.resolve().name
     plain_id = None
     if args.export_plain:
@@ -731,6 +802,13 @@ def main(argv: list[str] | None = None) -> None:
     if summary["best_step"] is not None:
         metric = f"{args.metric_for_best_model} {summary['best_metric']:.4f}"
         best = f"\nExported step {summary['best_step']}: the best on the dev data ({metric})"
+    head = summary.get("auto_mlm_head")
+    if head:
+        best += (
+            f"\nAuto-MLM head at the exported step, held-out masked tokens rebuilt: {head[HEAD_ACCURACY]:.4f} "
+            f"({head[HEAD_ACCURACY_OTHER]:.4f} with another sentence's vector: {head[HEAD_VECTOR_SHARE]:+.4f} from "
+            "the sentence vector)"
+        )
     print(
         f"\nTrained {summary['steps']} steps in {summary['wall_time_s']:.0f} s "
         f"({summary['throughput_sentences_per_s']:.0f} sentences/s); final losses: "

@@ -25,6 +25,7 @@ TINY = [
     "--intermediate_size", "64",
     "--tokenizer_vocab_size", "200", "--per_device_train_batch_size", "8", "--max_seq_length", "16",
     "--report_to", "none", "--logging_steps", "2", "--learning_rate", "1e-3", "--export_plain", "false",
+    "--head_pretraining_steps", "20",
 ]  # fmt: skip
 
 
@@ -325,8 +326,9 @@ def test_when_step_0_is_best_on_dev_the_untouched_model_is_exported(corpus_file,
 
     monkeypatch.setattr(loop, "dev_evaluate", fake_dev_evaluate)
     dev = Path(__file__).parents[1] / "fixtures" / "beir_tiny"
+    # A random head: `export_untrained`, the reference, does not pretrain one.
     argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "0", "--eval_steps", "2",
-                    "--dev_data", str(dev))  # fmt: skip
+                    "--dev_data", str(dev), "--head_pretraining_steps", "0")  # fmt: skip
     summary = train(*parse_args(argv))
     assert summary["best_step"] == 0
     model_args, data_args, _ = parse_args(argv)

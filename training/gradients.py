@@ -1,0 +1,46 @@
+"""How much each loss term moves the encoder: the norm of its gradient at the encoder's layers."""
+
+from __future__ import annotations
+
+import torch
+
+from modeling_automlm import AutoMLMForPreTraining, AutoMLMForPreTrainingOutput
+
+# (output field, config weight field, record key) of the terms whose gradients are measured
+TERMS = (
+    ("cl_loss", "contrastive_weight", "grad_norm_cl"),
+    ("auto_mlm_loss", "auto_mlm_weight", "grad_norm_auto_mlm"),
+    ("mlm_loss", "mlm_weight", "grad_norm_mlm"),
+)
+
+
+def encoder_layer_parameters(model: AutoMLMForPreTraining) -> list[torch.nn.Parameter]:
+    """The trainable parameters of the encoder that make the sentence vector, less the word-embedding table.
+
+    The table is left out because the Auto-MLM head reads it directly (its tied output projection and the masked
+    tokens' embeddings): a gradient there says nothing about whether the term moves the sentence vector.
+    """
+    table = model.get_input_embeddings().weight
+    return [p for p in model.automlm.parameters() if p.requires_grad and p is not table]
+
+
+def term_gradient_norms(model: AutoMLMForPreTraining, outputs: AutoMLMForPreTrainingOutput) -> dict[str, float]:
+    """`{grad_norm_<term>: ...}`: the L2 norm over the encoder's layers of each weighted loss term's gradient, and
+    `grad_ratio_auto_mlm`, the Auto-MLM term's norm over CL's.
+
+    Each term is differentiated on its own (`torch.autograd.grad`, the graph kept for the step's own backward), so
+    this costs one backward pass per term: a diagnostic for logging steps, not for every step.
+    """
+    parameters = encoder_layer_parameters(model)
+    norms: dict[str, float] = {}
+    for field, weight_field, key in TERMS:
+        loss = getattr(outputs, field)
+        weight = getattr(model.config, weight_field)
+        if loss is None or not weight or not loss.requires_grad:
+            continue
+        grads = torch.autograd.grad(weight * loss, parameters, retain_graph=True, allow_unused=True)
+        squares = [(g.coalesce().values() if g.is_sparse else g).float().pow(2).sum() for g in grads if g is not None]
+        norms[key] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+    if norms.get("grad_norm_cl") and "grad_norm_auto_mlm" in norms:
+        norms["grad_ratio_auto_mlm"] = norms["grad_norm_auto_mlm"] / norms["grad_norm_cl"]
+    return norms

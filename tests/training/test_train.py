@@ -186,6 +186,18 @@ def test_dev_evaluation_tracks_the_best_step_and_exports_it(corpus_file, tmp_pat
         assert f"checkpoint-{best['step']}" in checkpoints  # the best is kept
     card = (tmp_path / "out" / "final" / "README.md").read_text()
     assert "automlm" in card
+    # The Auto-MLM head is probed on held-out sentences at every dev evaluation; the export's figure is the best
+    # step's, and the card states it with the head's provenance.
+    probe_keys = (
+        "auto_mlm_heldout_accuracy",
+        "auto_mlm_heldout_accuracy_other_vector",
+        "auto_mlm_heldout_vector_share",
+    )
+    assert all(all(key in r for key in probe_keys) for r in dev_records)
+    assert summary["exported_step"] == best["step"]
+    assert summary["auto_mlm_head"] == {key: best[key] for key in probe_keys}
+    assert "Its Auto-MLM head rebuilds" in card and "auto_mlm_head_source.json" in card
+    assert (tmp_path / "out" / "final" / "auto_mlm_head_source.json").is_file()
 
 
 @pytest.mark.slow

@@ -272,6 +272,11 @@ class PretrainingArguments:
     )
 
     def __post_init__(self) -> None:
+        _require(
+            not Path(self.output_dir).exists() or Path(self.output_dir).is_dir(),
+            f"`output_dir` {self.output_dir} is a file, not a folder: choose another --output_dir (the file was left "
+            "as it is).",
+        )
         _require(self.max_steps >= 0, "`max_steps` must be >= 0.")
         _require(self.max_steps > 0 or self.num_train_epochs > 0, "Set `max_steps` or `num_train_epochs` > 0.")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
@@ -339,8 +344,19 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Settings file {path} not found; pass an existing YAML or JSON file to --config.")
-    text = path.read_text(encoding="utf-8")
-    settings = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+        settings = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else f" (line {getattr(error, 'lineno', '?')})"
+        raise ValueError(
+            f"{path}{line}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}; fix the file."
+        ) from None
+    except (PermissionError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path}: cannot be read ({type(error).__name__}); check its permissions and encoding."
+        ) from None
     if not isinstance(settings, dict):
         raise ValueError(f"{path}: expected a mapping of settings, got {type(settings).__name__}.")
     return _flatten(settings, str(path))

@@ -210,6 +210,20 @@ def check_checkpoints(checkpoint_dir: Path, *, resume: bool) -> None:
         )
 
 
+def check_contrastive_batch(model_args: ModelArguments, args: PretrainingArguments, num_processes: int) -> None:
+    """Refuse a contrastive batch of one sentence: InfoNCE over a single pair has no negative, so the term is a
+    constant and the run would train on the other terms alone without saying so."""
+    gathered = num_processes if model_args.gather_across_processes else 1
+    negatives_pool = args.per_device_train_batch_size * gathered
+    if model_args.contrastive_weight > 0 and negatives_pool < 2:
+        raise ValueError(
+            f"The contrastive batch holds {negatives_pool} sentence (--per_device_train_batch_size "
+            f"{args.per_device_train_batch_size} x {gathered} process{'es' if gathered > 1 else ''}): InfoNCE has no "
+            "negative and learns nothing; "
+            "use a batch of at least 2 (32 or more is usual), or set --contrastive_weight 0."
+        )
+
+
 def load_training_data(
     data_args: DataArguments, args: PretrainingArguments, num_processes: int
 ) -> tuple[Corpus, Dataset]:
@@ -411,6 +425,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     if data_args.dev_data == EMBEDDED_CORPUS:
         with accelerator.main_process_first():  # the main process builds it once; the others read it
             data_args.dev_data = str(embedded_dev_data())
+    check_contrastive_batch(model_args, args, accelerator.num_processes)
     set_seed(args.seed)
     corpus, dataset = load_training_data(data_args, args, accelerator.num_processes)
     batch_size = args.per_device_train_batch_size

@@ -89,6 +89,33 @@ def test_a_backbone_that_cannot_be_loaded_ends_the_command_with_one_line(corpus_
         assert "HF_HUB_OFFLINE=1" in message
 
 
+@pytest.mark.parametrize("case", ["output_dir is a file", "config not YAML", "config not JSON", "batch of one"])
+def test_bad_input_ends_the_command_with_one_line_and_touches_nothing(corpus_file, tmp_path, case):
+    from training.train import main
+
+    existing = tmp_path / "out"  # a finished run's folder: must be left exactly as it is
+    existing.mkdir()
+    (existing / "model.safetensors").write_bytes(b"weights")
+    extra, expected = {
+        "output_dir is a file": (["--output_dir", str(corpus_file)], "is a file, not a folder"),
+        "config not YAML": (["--config", str(_write(tmp_path / "bad.yaml", "model: [unclosed\n"))], "not valid YAML"),
+        "config not JSON": (["--config", str(_write(tmp_path / "bad.json", '{"model": '))], "not valid JSON"),
+        "batch of one": (["--per_device_train_batch_size", "1"], "InfoNCE has no negative"),
+    }[case]
+    before = corpus_file.read_bytes()
+    with pytest.raises(SystemExit) as stopped:
+        main([*run_args(corpus_file, existing), *extra])
+    message = str(stopped.value.code)
+    assert message.startswith("automlm-train: ") and expected in message and "\n" not in message
+    assert sorted(p.name for p in existing.iterdir()) == ["model.safetensors"]
+    assert (existing / "model.safetensors").read_bytes() == b"weights" and corpus_file.read_bytes() == before
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 def test_only_complete_checkpoints_count(tmp_path):
     for name, complete in [("checkpoint-10", True), ("checkpoint-20", False), ("tmp-checkpoint-30", True),
                            ("checkpoint-5", True)]:  # fmt: skip

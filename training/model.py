@@ -11,7 +11,7 @@ from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
 
-from modeling_automlm import AutoMLMForPreTraining
+from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
 from modeling_automlm.modeling_automlm import resolve_backbone
 from offline_backbones import SOURCE_FILE as BACKBONE_SOURCE_FILE
 from offline_backbones.e5_small import ST_CONFIG_FILE
@@ -51,6 +51,21 @@ def build_model(
         backbone = resolve_backbone(backbone)
         tokenizer = AutoTokenizer.from_pretrained(backbone)
         return AutoMLMForPreTraining.from_backbone(backbone, tokenizer, **objective), tokenizer
+
+
+def is_automlm_checkpoint(backbone: str) -> bool:
+    """Whether `backbone` (a folder or a cached Hub id) is an Auto-MLM model, whose heads are already trained."""
+    folder = Path(backbone).expanduser()
+    if folder.is_dir():
+        path = folder / "config.json"
+    else:
+        cached = try_to_load_from_cache(backbone, "config.json") if backbone != SCRATCH else None
+        path = Path(cached) if isinstance(cached, str) else folder / "config.json"
+    if not path.is_file():
+        return False
+    with contextlib.suppress(ValueError):
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type") == AutoMLMConfig.model_type
+    return False
 
 
 def fill_prompts_from_backbone(model_args: ModelArguments, data_args: DataArguments) -> None:

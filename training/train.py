@@ -63,7 +63,14 @@ from .head import (
     probe_texts,
 )
 from .health import embedding_health
-from .model import BACKBONE_SOURCE_FILE, SCRATCH, backbone_source, build_model, fill_prompts_from_backbone
+from .model import (
+    BACKBONE_SOURCE_FILE,
+    SCRATCH,
+    backbone_source,
+    build_model,
+    fill_prompts_from_backbone,
+    is_automlm_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -448,7 +455,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         model.automlm.encoder.pooler.requires_grad_(False)
     probe = build_head_probe(model, tokenizer, data_args, args, corpus)
     head_source = None
-    if args.head_pretraining_steps and model.auto_mlm_head is not None and not args.resume:
+    # A resumed run has its head in the checkpoint; an Auto-MLM model continued from keeps its own trained head.
+    continued = is_automlm_checkpoint(model_args.backbone)
+    if args.head_pretraining_steps and model.auto_mlm_head is not None and not args.resume and not continued:
         with accelerator.main_process_first():  # the main process trains and caches it; the others read it
             head_source = pretrain_head(
                 model,

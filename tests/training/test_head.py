@@ -185,3 +185,14 @@ def test_head_pretraining_refuses_a_contextual_head(tokenizer, sentences, make_m
     with pytest.raises(ValueError, match="head_input='token_embeddings'"):
         pretrain_head(make_model(head_input="contextual"), tokenizer, sentences, prefix=PREFIX, max_length=32,
                       recipe=HeadRecipe(steps=2), cache_root=tmp_path)  # fmt: skip
+
+
+def test_an_automlm_checkpoint_is_recognised_so_its_trained_head_is_kept(make_model, tmp_path):
+    from training.model import is_automlm_checkpoint
+
+    model = make_model()
+    model.save_pretrained(tmp_path / "automlm")
+    model.automlm.encoder.save_pretrained(tmp_path / "encoder")
+    assert is_automlm_checkpoint(str(tmp_path / "automlm"))
+    assert not is_automlm_checkpoint(str(tmp_path / "encoder"))
+    assert not is_automlm_checkpoint("scratch")

@@ -203,9 +203,11 @@ def head_fingerprint(
     config = model.config
     head_fields = {name: getattr(config, name) for name in HEAD_CONFIG_FIELDS}
     weights = [tensor for _, tensor in sorted(model.automlm.state_dict().items())]
+    # Where the encoder was loaded from is not what it is: the weights below say that.
+    encoder_config = {k: v for k, v in config.encoder_config.to_dict().items() if k != "_name_or_path"}
     return _digest(
         HEAD_RECIPE_VERSION,
-        config.encoder_config.to_dict(),
+        encoder_config,
         head_fields,
         list(texts),
         prefix,

@@ -458,6 +458,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     # A resumed run has its head in the checkpoint; an Auto-MLM model continued from keeps its own trained head.
     continued = is_automlm_checkpoint(model_args.backbone)
     if args.head_pretraining_steps and model.auto_mlm_head is not None and not args.resume and not continued:
+        if accelerator.distributed_type != DistributedType.FSDP:  # on the GPU, not the CPU (`prepare` moves it anyway)
+            model.to(accelerator.device)
         with accelerator.main_process_first():  # the main process trains and caches it; the others read it
             head_source = pretrain_head(
                 model,

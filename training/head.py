@@ -5,7 +5,7 @@ the whole vocabulary, the share of masked content tokens the head rebuilds from 
 same with every vector swapped for another sentence's. The difference is what the sentence vector carries: a head
 that rebuilds tokens from the position and the token prior alone scores the same with either vector.
 
-`pretrained_head` trains the randomly initialised head once per backbone, corpus and head shape, with the encoder
+`pretrain_head` trains the randomly initialised head once per backbone, corpus and head shape, with the encoder
 frozen (its sentence vectors computed once), and caches it next to the offline backbones, so that every run starts
 from a head that already predicts instead of sending a random head's gradients into the encoder.
 """
@@ -109,6 +109,23 @@ def probe_texts(dev_data: str | Path, limit: int, exclude: set[str] | frozenset[
 
 
 @torch.no_grad()
+def sentence_vectors(
+    model: AutoMLMForPreTraining, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """`(num_sentences, hidden)` pooled, unnormalised vectors (what the head reads), `CHUNK` sentences at a time, on
+    the model's device, in the model's current mode."""
+    device = next(model.parameters()).device
+    return torch.cat(
+        [
+            model.automlm(
+                input_ids=input_ids[i : i + CHUNK].to(device), attention_mask=attention_mask[i : i + CHUNK].to(device)
+            ).pooler_output
+            for i in range(0, len(input_ids), CHUNK)
+        ]
+    )
+
+
+@torch.no_grad()
 def probe_head(model: AutoMLMForPreTraining, probe: HeadProbe) -> dict[str, float]:
     """Whole-vocabulary accuracy of the Auto-MLM head on `probe`, in eval mode (the caller restores train mode).
 
@@ -123,18 +140,13 @@ def probe_head(model: AutoMLMForPreTraining, probe: HeadProbe) -> dict[str, floa
     ids, attention, masked, labels = (
         t.to(device) for t in (probe.input_ids, probe.attention_mask, probe.masked_input_ids, probe.labels)
     )
-    vectors = torch.cat(
-        [
-            model.automlm(input_ids=ids[i : i + CHUNK], attention_mask=attention[i : i + CHUNK]).pooler_output
-            for i in range(0, len(ids), CHUNK)
-        ]
-    )  # (num_sentences, hidden)
+    vectors = sentence_vectors(model, ids, attention)  # (num_sentences, hidden)
     correct = {HEAD_ACCURACY: 0.0, HEAD_ACCURACY_OTHER: 0.0}
-    for key, sentence_vectors in ((HEAD_ACCURACY, vectors), (HEAD_ACCURACY_OTHER, vectors.roll(-1, dims=0))):
+    for key, given in ((HEAD_ACCURACY, vectors), (HEAD_ACCURACY_OTHER, vectors.roll(-1, dims=0))):
         for i in range(0, len(ids), CHUNK):
             rows = slice(i, i + CHUNK)
             targets = int((labels[rows] != IGNORE_INDEX).sum())
-            _, accuracy = model.auto_mlm_head_loss(masked[rows], attention[rows], labels[rows], sentence_vectors[rows])
+            _, accuracy = model.auto_mlm_head_loss(masked[rows], attention[rows], labels[rows], given[rows])
             correct[key] += float(accuracy) * targets
     total = max(probe.num_targets, 1)
     result = {key: value / total for key, value in correct.items()}
@@ -289,15 +301,7 @@ def pretrain_head(
     device = next(model.parameters()).device
     model.eval()
     ids, attention, special = batch["input_ids"], batch["attention_mask"], batch["special_tokens_mask"]
-    with torch.no_grad():
-        vectors = torch.cat(
-            [
-                model.automlm(
-                    input_ids=ids[i : i + CHUNK].to(device), attention_mask=attention[i : i + CHUNK].to(device)
-                ).pooler_output
-                for i in range(0, len(ids), CHUNK)
-            ]
-        )  # (num_texts, hidden)
+    vectors = sentence_vectors(model, ids, attention)  # (num_texts, hidden)
     vocabulary = torch.unique(ids[attention.bool() & ~special.bool()]).to(device)  # sorted
     # The head's dropout draws from the global generator: fork it, so that the run goes on with the same random
     # state whether the head was trained here or read from the cache (and the head is the same either way).

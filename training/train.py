@@ -716,19 +716,27 @@ def evaluate(run: Run, state: TrainingState) -> None:
         )
         value = results["macro"][metric]
         state.record({f"dev_{metric}": value})
-        if run.probe is not None:
-            head = probe_head(model, run.probe)
-            state.record(head)
-            accelerator.log({f"dev/{key}": number for key, number in head.items()}, step=state.step)
-            logger.info("step %d: Auto-MLM head on held-out sentences %s", state.step, significant(head))
+        head = probe_head(model, run.probe) if run.probe is not None else {}
+        state.record(head)
         (run.output_dir / "eval_results.json").write_text(json.dumps([results], indent=2))  # the latest evaluation
-        accelerator.log({f"dev/{k}": v for k, v in results["macro"].items()}, step=state.step)
-        logger.info("step %d: dev %s", state.step, significant(results["macro"]))
+        per_language = {
+            f"dev/{lang}/{metric}": scores[metric] for lang, scores in results.get("per_language", {}).items()
+        }
+        macro = {f"dev/{k}": v for k, v in results["macro"].items()}
+        accelerator.log({**macro, **per_language, **{f"dev/{k}": v for k, v in head.items()}}, step=state.step)
         if state.best_metric is None or value > state.best_metric:
             state.best_metric, state.best_step = value, state.step
             best_dir = run.output_dir / "best"
             model.save_pretrained(best_dir)
             (best_dir / "eval_results.json").write_text(json.dumps([results], indent=2))
+        # One line per evaluation: the per-language scores are in eval_results.json and TensorBoard.
+        line = f"step {state.step}: dev {metric} {value:.4f} (best {state.best_metric:.4f} at step {state.best_step})"
+        if head:
+            line += (
+                f"; Auto-MLM head rebuilds {head[HEAD_ACCURACY]:.1%} of held-out masked tokens "
+                f"({head[HEAD_ACCURACY_OTHER]:.1%} with another sentence's vector)"
+            )
+        logger.info(line)
     accelerator.wait_for_everyone()
     # Every process needs the same best step (checkpoint retention protects it).
     # Step 0 (the untouched model) can be the best: -1 stands for "none yet".
@@ -816,6 +824,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     for noisy in ("httpx", "urllib3", "filelock", "accelerate", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The dev evaluation's line per language stays off the console (one line per evaluation comes from `evaluate`).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: record.name != "evaluation.evaluate" or record.levelno > logging.INFO)
     try:
         model_args, data_args, args = parse_args(argv)
         summary = train(model_args, data_args, args)

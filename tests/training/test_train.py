@@ -116,6 +116,22 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.slow
+def test_the_console_shows_one_line_per_dev_evaluation(corpus_file, tmp_path):
+    dev = Path(__file__).parents[1] / "fixtures" / "beir_tiny"  # two languages
+    argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "0", "--eval_steps", "2",
+                    "--dev_data", str(dev))  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "training.train", *argv], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)  # fmt: skip
+    lines = done.stderr.splitlines()
+    dev_lines = [line for line in lines if ": dev ndcg@10 " in line]
+    assert [line.split("step ")[1].split(":")[0] for line in dev_lines] == ["0", "2", "4"]
+    assert all("best" in line and "Auto-MLM head rebuilds" in line for line in dev_lines)
+    assert not [line for line in lines if "evaluation.evaluate" in line and ("en: {" in line or "de: {" in line)]
+    results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert set(results[0]["per_language"]) == {"de", "en"}  # the per-language numbers are kept, off the console
+
+
 def test_only_complete_checkpoints_count(tmp_path):
     for name, complete in [("checkpoint-10", True), ("checkpoint-20", False), ("tmp-checkpoint-30", True),
                            ("checkpoint-5", True)]:  # fmt: skip

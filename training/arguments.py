@@ -213,6 +213,13 @@ class PretrainingArguments:
     save_steps: int = field(default=200, metadata={"help": "Checkpoint every N optimizer steps; 0 disables."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (oldest removed first)."})
     resume: bool = field(default=False, metadata={"help": "Continue from the latest complete checkpoint."})
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the checkpoints (with their optimizer state) once the run is complete and exported; by "
+            "default they are removed then (they stay while the run can still be resumed)."
+        },
+    )
     eval_steps: int = field(
         default=40,
         metadata={"help": "Dev evaluation at step 0 and every N steps (when `dev_data` is set); 0: off."},

@@ -613,11 +613,20 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
     model = whole_model(run)  # every process: under FSDP this gathers the shards
     if accelerator.is_main_process:
         export(run, state, summary, model)
+        remove_training_state(run.output_dir, keep_checkpoints=args.keep_checkpoints)
     # Tear the process group down together: a rank that destroys it while the main process is still exporting can
     # abort at exit ("terminate called without an active exception", seen once in the two-process FSDP test).
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def remove_training_state(output_dir: Path, *, keep_checkpoints: bool) -> None:
+    """Once the exports are written, drop what only a run in progress needs: `best/` (the export is its copy) and,
+    unless `keep_checkpoints`, the checkpoints with their optimizer state (the bulk of the folder)."""
+    shutil.rmtree(output_dir / "best", ignore_errors=True)
+    if not keep_checkpoints:
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
 
 
 def freeze_encoder_gradients(model: AutoMLMForPreTraining) -> None:

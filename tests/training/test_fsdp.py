@@ -96,7 +96,7 @@ def finish(process: subprocess.Popen, log: Path, timeout: float = 600) -> tuple[
 def loop_args(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
     args = [*TINY, "--backbone", str(workspace / "backbone"), "--train_files", str(workspace / "corpus.txt"),
             "--output_dir", str(output_dir), "--max_steps", str(MAX_STEPS), "--save_steps", str(SAVE_STEPS),
-            "--save_total_limit", "2", "--num_threads", "1", *extra]  # fmt: skip
+            "--save_total_limit", "2", "--num_threads", "1", "--keep_checkpoints", *extra]  # fmt: skip
     return [*args, "--cpu"] if DEVICE == "cpu" else args
 
 

@@ -132,6 +132,17 @@ def test_the_console_shows_one_line_per_dev_evaluation(corpus_file, tmp_path):
     assert set(results[0]["per_language"]) == {"de", "en"}  # the per-language numbers are kept, off the console
 
 
+@pytest.mark.slow
+def test_a_complete_run_leaves_the_exports_not_its_training_state(corpus_file, tmp_path):
+    dev = Path(__file__).parents[1] / "fixtures" / "beir_tiny"
+    argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "2",
+                    "--dev_data", str(dev))  # fmt: skip
+    train(*parse_args(argv))
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "checkpoints" not in left and "best" not in left and "final" in left
+    assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
+
+
 def test_only_complete_checkpoints_count(tmp_path):
     for name, complete in [("checkpoint-10", True), ("checkpoint-20", False), ("tmp-checkpoint-30", True),
                            ("checkpoint-5", True)]:  # fmt: skip
@@ -214,7 +225,7 @@ def test_resuming_from_scratch_reuses_the_run_tokenizer(corpus_file, tmp_path):
 def test_dev_evaluation_tracks_the_best_step_and_exports_it(corpus_file, tmp_path):
     dev = Path(__file__).parents[1] / "fixtures" / "beir_tiny"
     argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "6", "--save_steps", "2", "--eval_steps", "2",
-                    "--dev_data", str(dev), "--save_total_limit", "1")  # fmt: skip
+                    "--dev_data", str(dev), "--save_total_limit", "1", "--keep_checkpoints")  # fmt: skip
     summary = train(*parse_args(argv))
     dev_records = [r for r in summary["history"] if "dev_ndcg@10" in r]
     assert [r["step"] for r in dev_records] == [0, 2, 4, 6]  # step 0: the model it started from is a candidate

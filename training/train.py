@@ -231,6 +231,25 @@ def check_contrastive_batch(model_args: ModelArguments, args: PretrainingArgumen
         )
 
 
+def check_room_for_a_checkpoint(output_dir: Path, model: torch.nn.Module, *, save: bool) -> None:
+    """Before any step: the output folder (or the nearest folder above it that exists) must be writable and hold
+    one checkpoint (weights and AdamW's two moments, plus one export of the weights), else one line says so."""
+    folder = output_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--output_dir {output_dir}: {folder} is not writable; choose a folder you can write to.")
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    needed = weights * (4 if save else 1)  # a checkpoint: weights + 2 moments; the export: weights again
+    free = shutil.disk_usage(folder).free
+    logger.info("Output folder %s: %.2f GB free, about %.2f GB needed", output_dir, free / 1e9, needed / 1e9)
+    if free < needed:
+        raise ValueError(
+            f"--output_dir {output_dir}: {free / 1e9:.2f} GB free, a checkpoint and an export need about "
+            f"{needed / 1e9:.2f} GB; free some space or choose another --output_dir."
+        )
+
+
 def load_training_data(
     data_args: DataArguments, args: PretrainingArguments, num_processes: int
 ) -> tuple[Corpus, Dataset]:
@@ -443,6 +462,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         model, tokenizer = build_model(
             model_args, data_args, corpus.texts, tokenizer_dir, train_tokenizer=train_tokenizer
         )
+    if accelerator.is_main_process:
+        check_room_for_a_checkpoint(Path(args.output_dir), model, save=bool(args.save_steps))
     anchor = build_anchor(model) if args.anchor_weight > 0 else None
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()

@@ -111,6 +111,21 @@ def test_bad_input_ends_the_command_with_one_line_and_touches_nothing(corpus_fil
     assert (existing / "model.safetensors").read_bytes() == b"weights" and corpus_file.read_bytes() == before
 
 
+def test_a_disk_without_room_for_a_checkpoint_ends_the_command_with_one_line(corpus_file, tmp_path, monkeypatch):
+    import shutil
+
+    from training.train import main
+
+    full = shutil.disk_usage(tmp_path)._replace(free=1000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    with pytest.raises(SystemExit) as stopped:
+        main(run_args(corpus_file, tmp_path / "out"))
+    message = str(stopped.value.code)
+    assert message.startswith("automlm-train: --output_dir ") and "GB free" in message and "\n" not in message
+    # Stopped before any step: at most the tokenizer a run from scratch trains first.
+    assert not {"checkpoints", "final"} & {p.name for p in (tmp_path / "out").glob("*")}
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

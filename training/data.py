@@ -378,7 +378,7 @@ class AutoMLMCollator:
         if not prefix:
             protected = encoded["special_tokens_mask"].bool()  # (batch, seq_len)
             if protected_prefix:
-                protected |= prefix_token_mask(self.tokenizer, encoded, texts, protected_prefix)
+                protected |= prefix_token_mask(self.tokenizer, encoded, protected_prefix)
             batch["special_tokens_mask"] = protected.long()
         if self.whole_word_masking and not prefix:
             if not getattr(self.tokenizer, "is_fast", False):
@@ -399,9 +399,9 @@ class AutoMLMCollator:
         return batch
 
 
-def prefix_token_mask(tokenizer: PreTrainedTokenizerBase, encoded: Any, texts: list[str], prefix: str) -> torch.Tensor:
+def prefix_token_mask(tokenizer: PreTrainedTokenizerBase, encoded: Any, prefix: str) -> torch.Tensor:
     """`(batch, seq_len)` True at the tokens of `encoded` that lie wholly inside `prefix`, the text put before every
-    one of `texts` (a prompt such as E5's ``"query: "``).
+    sentence (a prompt such as E5's ``"query: "``).
 
     A fast tokenizer gives each token's character span, which decides; a token that spans the prefix's end and the
     sentence's first characters counts as the sentence's. A slow tokenizer has no spans: the prefix is then taken

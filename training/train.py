@@ -226,8 +226,8 @@ def check_contrastive_batch(model_args: ModelArguments, args: PretrainingArgumen
         raise ValueError(
             f"The contrastive batch holds {negatives_pool} sentence (--per_device_train_batch_size "
             f"{args.per_device_train_batch_size} x {gathered} process{'es' if gathered > 1 else ''}): InfoNCE has no "
-            "negative and learns nothing; "
-            "use a batch of at least 2 (32 or more is usual), or set --contrastive_weight 0."
+            "negative and learns nothing; use a batch of at least 2 (32 or more is usual), or set "
+            "--contrastive_weight 0."
         )
 
 

@@ -64,8 +64,8 @@ def test_without_a_prefix_only_special_tokens_are_protected(tokenizer, sentences
 def test_the_slow_tokenizer_path_finds_the_same_prefix_tokens(tokenizer, sentences):
     texts = [PREFIX + text for text in sentences]
     encoded = tokenizer(texts, padding=True, return_tensors="pt", return_special_tokens_mask=True)
-    fast = prefix_token_mask(tokenizer, encoded, texts, PREFIX)
-    slow = prefix_token_mask(_Slow(tokenizer), encoded, texts, PREFIX)
+    fast = prefix_token_mask(tokenizer, encoded, PREFIX)
+    slow = prefix_token_mask(_Slow(tokenizer), encoded, PREFIX)
     assert fast.any() and (fast == slow).all()
 
 

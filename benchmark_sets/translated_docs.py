@@ -105,8 +105,13 @@ def fetch_packages(packages: Sequence[str], work_dir: str | Path) -> dict[str, P
     return {p: work_dir / p for p in packages}
 
 
-def _html_root(package_root: Path, source: DocSource) -> Path:
+def _html_root(package_root: Path, source: DocSource, language: str) -> Path:
+    """The package's one HTML folder; where it ships several (libreoffice-help-ca: ``ca`` and ``ca-valencia``), the
+    one whose path names the language."""
     matches = sorted(p for p in package_root.glob(source.html_glob) if p.is_dir())
+    if len(matches) > 1:
+        named = [p for p in matches if language.lower() in map(str.lower, p.relative_to(package_root).parts)]
+        matches = named if len(named) == 1 else matches
     if len(matches) != 1:
         raise FileNotFoundError(
             f"Expected one folder {source.html_glob} in {package_root}, found {len(matches)}: is it a "
@@ -325,7 +330,14 @@ def build_translated_docs(
     packages = {lang: source.packages[lang] for lang in languages}
     with tempfile.TemporaryDirectory() as scratch:
         roots = fetch_packages(list(packages.values()), work_dir if work_dir is not None else scratch)
-        html_roots = {lang: _html_root(roots[package], source) for lang, package in packages.items()}
+        html_roots = {}
+        for lang, package in packages.items():
+            if lang != source.english and not any(roots[package].glob(source.html_glob)):
+                # A transitional package (libreoffice-help-sk in Debian 12 depends on the Czech help, ships none).
+                logger.warning("%s holds no %s: %s is left out.", package, source.html_glob, lang)
+                continue
+            html_roots[lang] = _html_root(roots[package], source, lang)
+        packages = {lang: packages[lang] for lang in html_roots}
         licences = {p: roots[p] / "usr/share/doc" / p / "copyright" for p in packages.values()}
         return build_doc_benchmark(
             source,

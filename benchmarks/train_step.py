@@ -236,7 +236,7 @@ class Variant:
         self.model.get_input_embeddings().weight.requires_grad_(not self.frozen_embeddings)
 
 
-def naive_mlm_loss(
+def naive_masked_lm_loss(
     model: AutoMLMForPreTraining, head: AutoMLMPredictionHead, batch: dict[str, torch.Tensor], mlm_weight: float
 ) -> torch.Tensor:
     """CL + MLM as SimCSE adds it: a separate encoder call over the masked sentence, logits at every position."""
@@ -303,7 +303,7 @@ def build_variants(args: argparse.Namespace, names: list[str], device: torch.dev
         if objective == "naive":
 
             def loss(batch, model=model):
-                return naive_mlm_loss(model, model.naive_mlm_head, batch, args.mlm_weight)
+                return naive_masked_lm_loss(model, model.naive_mlm_head, batch, args.mlm_weight)
 
         elif objective == LOGITS_ONLY:
 

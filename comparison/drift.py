@@ -29,7 +29,7 @@ from evaluation.retrievers import DenseRetriever
 from training.arguments import parse_args
 from training.data import load_corpus
 from training.health import uniformity
-from training.model import fill_prompts_from_backbone
+from training.model import fill_prompts_from_backbone, resolve_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def load_encoder(model_dir: Path, max_seq_length: int) -> Encoder:
 def sample_sentences(config: Path, count: int, seed: int) -> tuple[list[str], int]:
     """`count` training sentences of the protocol, with its training prefix, and its `max_seq_length`."""
     model_args, data_args, _ = parse_args(["--config", str(config)])
-    fill_prompts_from_backbone(model_args, data_args)
+    fill_prompts_from_backbone(resolve_backbone(model_args.backbone), data_args)
     texts = load_corpus(data_args).texts
     chosen = random.Random(seed).sample(texts, min(count, len(texts)))
     return [f"{data_args.text_prefix or ''}{text}" for text in chosen], data_args.max_seq_length

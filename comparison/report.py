@@ -10,9 +10,10 @@ from pathlib import Path
 
 from evaluation.bootstrap import paired_bootstrap
 from evaluation.report import markdown_table
+from modeling_automlm.modeling_automlm import LOSS_TERMS
 
 METRICS = ("ndcg@10", "mrr@10")
-HEALTH_KEYS = ("alignment", "uniformity", "auto_mlm_accuracy", "mlm_accuracy")
+HEALTH_KEYS = ("alignment", "uniformity", *(term.accuracy_key for term in LOSS_TERMS if term.has_accuracy))
 # Systems that are not trained variants: drawn in grey in the charts.
 BASELINES = ("bm25", "untrained")
 

@@ -1,12 +1,13 @@
 """``automlm-compare``: train and evaluate every ablation variant over several seeds, then write the report.
 
 Every variant shares the protocol file (backbone shape, data, steps, batch size); a variant file next to it
-(``<variant>.yaml``) changes only the objective. Each run is ``python -m training.train --config PROTOCOL --config
-VARIANT --seed S`` in a subprocess (the peer methods ``tsdae`` and ``tsdae_untied`` need no variant file: they run
-`comparison.tsdae` with the protocol's backbone, text, steps, batch and learning rate), then
-`evaluation.evaluate.evaluate_model` on every evaluation set at one maximum
-sequence length. Finished runs are reused, so an interrupted comparison continues where it stopped. Paths are
-relative to the working folder: run it from the repository root.
+(``<variant>.yaml``) changes only the objective, and every ``*.yaml`` beside the protocol but the protocols
+(``protocol*.yaml``) is a variant. Each run is ``python -m training.train --config PROTOCOL --config VARIANT --seed S``
+in a subprocess (the peer methods ``tsdae``, ``tsdae_untied``... need no variant file: they run `comparison.tsdae`
+with the protocol's backbone, text, steps, batch and learning rate), and the untrained baseline of every seed is
+``python -m comparison.untrained --config PROTOCOL --seed S``; then `evaluation.evaluate.evaluate_model` runs on every
+evaluation set at one maximum sequence length. Finished runs are reused, so an interrupted comparison continues
+where it stopped. Paths are relative to the working folder: run it from the repository root.
 
 CPU (what docs/RESULTS.md reports; 2 cores, about an hour)::
 
@@ -28,33 +29,38 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 from evaluation.evaluate import evaluate_model
 from evaluation.report import write_results
+from training import cli
+from training.arguments import PretrainingArguments, load_settings_file
 
 from .report import HEALTH_KEYS, Results, render_report
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = [
-    "cl_automlm",  # the method: lambda 0.1, prepend fusion, head reads token embeddings
-    "cl_automlm_lambda1",
-    "cl_only",  # SimCSE
-    "cl_mlm",
-    "auto_mlm_only",
-    "cl_automlm_add",
-    "cl_automlm_concat",
-    "cl_automlm_contextual",
-]
+PROG = "automlm-compare"
+METHOD = "cl_automlm"  # the method: a variant file of that name is beside every protocol
+PROTOCOL_PREFIX = "protocol"  # `protocol*.yaml` beside the variants are protocols, not variants
+DEFAULT_LEARNING_RATE = PretrainingArguments.learning_rate  # automlm-train's default (configs/default.yaml)
+
+
+def rate_tag(rate: float) -> str:
+    """The digits of a learning rate as variant names spell it: 2.5e-6 -> ``25e7``, 5e-6 -> ``5e6``."""
+    _, digits, exponent = Decimal(repr(rate)).normalize().as_tuple()
+    return "".join(map(str, digits)) + f"e{-exponent}"
+
+
 # Peer methods trained by their own module under the same protocol (no variant file): name -> extra arguments.
-# `tsdae_lr5e6`: the tied TSDAE at the rate the method's dev split chose (docs/RESULTS.md, section 1.2);
-# `tsdae_lr25e7`: at the default rate both dev splits chose (section 1.5).
+# `tsdae_lr5e6`: the tied TSDAE at the rate the method's dev split chose (docs/results/history.md, section 1.2);
+# `tsdae_lr<default>` (`tsdae_lr25e7`): at automlm-train's default rate, the one both dev splits chose (section 1.5).
 PEERS = {
     "tsdae": [],
     "tsdae_untied": ["--untied"],
     "tsdae_lr5e6": ["--learning_rate", "5e-6"],
-    "tsdae_lr25e7": ["--learning_rate", "2.5e-6"],
+    f"tsdae_lr{rate_tag(DEFAULT_LEARNING_RATE)}": ["--learning_rate", str(DEFAULT_LEARNING_RATE)],
 }
 # (name, folder under --data-dir, cross-lingual pivot or None)
 EVAL_SETS = [
@@ -62,16 +68,12 @@ EVAL_SETS = [
     ("debian-reference-xling", "debian-reference", "en"),
     ("chatterbot-qa", "chatterbot-qa", None),
 ]
-# The untrained twin of every run: the same shape and tokenizer recipe with no training step (with a pretrained
-# backbone: the untouched backbone, the system every adaptation has to beat), in a subprocess like
-# the training runs, so that the global torch RNG is not shared with the other worker thread.
-_UNTRAINED = (
-    "import sys; from pathlib import Path\n"
-    "from training.arguments import parse_args\n"
-    "from training.train import export_untrained\n"
-    "m, d, t = parse_args(sys.argv[1:]); out = Path(t.output_dir)\n"
-    "export_untrained(m, d, t.seed, out / 'tokenizer', out / 'final', train_tokenizer=True)\n"
-)
+
+
+def variants(protocol: Path) -> list[str]:
+    """The variant files beside `protocol`, by name: the method first, then the others sorted."""
+    names = sorted(p.stem for p in protocol.parent.glob("*.yaml") if not p.stem.startswith(PROTOCOL_PREFIX))
+    return sorted(names, key=lambda name: name != METHOD)
 
 
 def _run(command: list[str], log: Path) -> None:
@@ -103,13 +105,18 @@ def train_one(protocol: Path, variant: str, seed: int, runs_dir: Path) -> Path:
 
 
 def untrained_one(protocol: Path, seed: int, runs_dir: Path) -> Path:
-    """Export the untrained twin (unless already done): the floor every objective must beat."""
+    """Export the untrained model of the protocol (unless already done): the floor every objective must beat.
+
+    The same shape and tokenizer recipe with no training step (with a pretrained backbone: the untouched backbone,
+    the system every adaptation has to beat), in a subprocess like the training runs, so that the global torch RNG
+    is not shared with the other worker thread.
+    """
     run_dir = runs_dir / "untrained" / f"seed-{seed}"
     if (run_dir / "final" / "config.json").is_file():
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-c", _UNTRAINED, "--config", str(protocol), "--seed", str(seed)]
-    _run([*command, "--output_dir", str(run_dir)], run_dir / "train.log")
+    command = [sys.executable, "-m", "comparison.untrained", "--config", str(protocol), "--seed", str(seed)]
+    _run([*command, str(run_dir)], run_dir / "train.log")
     return run_dir
 
 
@@ -137,15 +144,21 @@ def _read_health(
                 health.setdefault(variant, {}).setdefault(key, []).append(last[key])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> cli.ArgumentParser:
     """The arguments of ``automlm-compare``."""
-    parser = argparse.ArgumentParser(
-        prog="automlm-compare",
+    parser = cli.ArgumentParser(
+        prog=PROG,
         description="Train and evaluate every ablation variant over several seeds, then write the comparison report.",
+        example=f"{PROG} --protocol configs/ablations/protocol-cpu.yaml --workers 2",
     )
     parser.add_argument("--protocol", type=Path, default=Path("configs/ablations/protocol-cpu.yaml"))
-    parser.add_argument("--variants", nargs="+", default=VARIANTS, help="variant files next to the protocol")
-    parser.add_argument("--method", default=VARIANTS[0], help="the variant compared with every other system")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        help="variant files next to the protocol (their names), or peer methods "
+        f"{sorted(PEERS)} (default: every variant file next to the protocol)",
+    )
+    parser.add_argument("--method", default=METHOD, help="the variant compared with every other system")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-seq-length", type=int, default=128)
@@ -166,38 +179,47 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 
 def _check(args: argparse.Namespace) -> None:
-    """Stop before any run on a missing file, with the fix."""
+    """Stop before any run on a missing or unreadable file, with the fix; fill in the default variants."""
+    if args.protocol.is_dir():
+        raise IsADirectoryError(f"{args.protocol} is a folder: pass --protocol configs/ablations/<protocol>.yaml.")
     if not args.protocol.is_file():
         raise FileNotFoundError(
             f"No protocol file {args.protocol}: run from the repository root (paths are relative to the working "
             "folder) or pass --protocol configs/ablations/<protocol>.yaml."
         )
-    missing = [v for v in args.variants if v not in PEERS and not (args.protocol.parent / f"{v}.yaml").is_file()]
+    found = variants(args.protocol)
+    if args.variants is None:
+        args.variants = found
+    missing = [v for v in args.variants if v not in PEERS and v not in found]
     if missing:
         raise FileNotFoundError(
-            f"No variant file {missing} next to {args.protocol}: add it, or choose among {VARIANTS} or the peer "
+            f"No variant file {missing} next to {args.protocol}: add it, or choose among {found} or the peer "
             f"methods {sorted(PEERS)}."
         )
     if args.method not in args.variants:
         raise ValueError(f"--method {args.method} is not among --variants {args.variants}.")
+    for path in [args.protocol, *(args.protocol.parent / f"{v}.yaml" for v in args.variants if v not in PEERS)]:
+        load_settings_file(path)  # a file that does not parse fails here, not in every run
+    if args.data_dir.exists() and not args.data_dir.is_dir():
+        raise NotADirectoryError(f"{args.data_dir} is a file: --data-dir is the folder `make data` builds.")
     for _, folder, _ in EVAL_SETS:
         if not (args.data_dir / folder).is_dir():
             raise FileNotFoundError(
                 f"{args.data_dir / folder} is missing: build the evaluation sets first with `make data` (or "
                 "`automlm-build-benchmark`, docs/DATASETS.md), or pass --data-dir."
             )
+    cli.output_folder(args.runs_dir, "--runs-dir")
+    cli.output_folder(args.figures_dir, "--figures-dir")
+    cli.output_file(args.report, "--report")
 
 
+@cli.entry_point(PROG)
 def main(argv: list[str] | None = None) -> None:
-    """Run ``automlm-compare``."""
+    """Run ``automlm-compare``; bad input ends it with one line naming the problem and the fix (exit 1)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        _check(args)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    _check(args)
     protocol = args.protocol.resolve()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     def job(item: tuple[str, int]) -> tuple[str, int, Path]:
         variant, seed = item
@@ -229,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     if failed:
         parser.exit(
             1,
-            f"{parser.prog}: error: {len(failed)} of {len(jobs)} runs failed; the others are finished and the next "
+            f"{PROG}: {len(failed)} of {len(jobs)} runs failed; the others are finished and the next "
             "call reuses them:\n  " + "\n  ".join(failed) + "\n",
         )
 

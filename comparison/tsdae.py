@@ -28,7 +28,7 @@ from transformers import get_scheduler
 from training.arguments import parse_args
 from training.data import balance_languages, load_corpus
 from training.export import sentence_transformers_prompts
-from training.model import fill_prompts_from_backbone
+from training.model import fill_prompts_from_backbone, resolve_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +51,7 @@ def train_tsdae(argv: list[str], *, tied: bool) -> Path:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import DenoisingAutoEncoderLoss
 
-    from offline_backbones import resolve_backbone
-
     model_args, data_args, args = parse_args(argv)
-    fill_prompts_from_backbone(model_args, data_args)
     if model_args.backbone == "scratch":
         raise ValueError("TSDAE adapts a pretrained backbone: set `backbone` in the protocol (not `scratch`).")
     if args.num_threads:
@@ -64,8 +61,9 @@ def train_tsdae(argv: list[str], *, tied: bool) -> Path:
     corpus = load_corpus(data_args)
     order = balance_languages(corpus, data_args.language_sampling_alpha, args.seed)
     rng.shuffle(order)
-    prefix = data_args.text_prefix
     backbone = resolve_backbone(model_args.backbone)
+    fill_prompts_from_backbone(backbone, data_args)
+    prefix = data_args.text_prefix
 
     model = SentenceTransformer(backbone, device="cpu")
     model.max_seq_length = data_args.max_seq_length

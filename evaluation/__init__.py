@@ -10,5 +10,6 @@
 - `evaluation.report`: the results JSON and its markdown table.
 - `evaluation.cli`: ``automlm-eval``.
 
-Nothing here imports `training`: the trainer imports this package for its dev metric, not the other way round.
+Nothing here imports `training` but `training.cli`, the standard-library frame every console script runs in: the
+trainer imports this package for its dev metric, not the other way round.
 """

@@ -9,9 +9,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
+
+from training import cli
 
 from .evaluate import evaluate_model
 from .metrics import DEFAULT_K_VALUES
@@ -19,13 +20,16 @@ from .report import results_table, write_results
 
 logger = logging.getLogger(__name__)
 
+PROG = "automlm-eval"
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser() -> cli.ArgumentParser:
     """The arguments of ``automlm-eval``."""
-    parser = argparse.ArgumentParser(
-        prog="automlm-eval",
+    parser = cli.ArgumentParser(
+        prog=PROG,
         description="Retrieval evaluation on BEIR-layout folders: nDCG@10, MRR@10 and Recall@k, per language and "
         "macro-averaged.",
+        example=f"{PROG} --model outputs/automlm-default/final --data data/chatterbot-qa --output results/a.json",
     )
     parser.add_argument("--model", required=True, help='a sentence-transformers folder or name, or "bm25"')
     parser.add_argument("--data", required=True, type=Path, help="a BEIR folder or a folder of per-language ones")
@@ -50,27 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli.entry_point(PROG, user_errors=(ImportError,))  # BM25 without the `eval` extra: the error names the install
 def main(argv: list[str] | None = None) -> None:
-    """Run ``automlm-eval``; bad input ends it with one line that names the problem and the fix."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        results = evaluate_model(
-            args.model,
-            args.data,
-            batch_size=args.batch_size,
-            max_seq_length=args.max_seq_length,
-            cross_lingual=args.cross_lingual_corpus,
-            languages=args.languages,
-            k_values=args.k_values,
-            device=args.device,
-            show_progress_bar=not args.no_progress_bar,
-            query_prompt=args.query_prompt,
-            document_prompt=args.document_prompt,
-        )
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    """Run ``automlm-eval``; bad input ends it with one line that names the problem and the fix (exit 1)."""
+    args = build_parser().parse_args(argv)
+    if args.output is not None:
+        cli.output_file(args.output, "--output")
+    results = evaluate_model(
+        args.model,
+        args.data,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        cross_lingual=args.cross_lingual_corpus,
+        languages=args.languages,
+        k_values=args.k_values,
+        device=args.device,
+        show_progress_bar=not args.no_progress_bar,
+        query_prompt=args.query_prompt,
+        document_prompt=args.document_prompt,
+    )
     if args.output is not None:
         write_results(results, args.output)
         logger.info("Wrote %s", args.output)

@@ -5,12 +5,18 @@ automlm-bootstrap a.json b.json --metric ndcg@10
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+from typing import Any
+
+from training import cli
 
 from .bootstrap import paired_bootstrap
 from .report import markdown_table
+
+PROG = "automlm-bootstrap"
+RESULT_KEYS = ("model", "per_language", "macro", "per_query")
+WHAT = "pass two `automlm-eval --output` files of one data set"
 
 
 def compare_results(a: dict, b: dict, metric: str = "ndcg@10", n: int = 1000, seed: int = 0) -> list[list[str]]:
@@ -30,20 +36,50 @@ def compare_results(a: dict, b: dict, metric: str = "ndcg@10", n: int = 1000, se
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run ``automlm-bootstrap``; bad input ends it with one line naming the problem."""
-    parser = argparse.ArgumentParser(prog="automlm-bootstrap", description=__doc__.split("\n\n")[0])
+def read_results(path: Path) -> dict[str, Any]:
+    """Read one ``automlm-eval --output`` file.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: `path` is not a file.
+        ValueError: it is not valid JSON, or not a results file; the message names the path.
+    """
+    text = cli.existing_file(path, "each results argument").read_text(encoding="utf-8")
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno}); {WHAT}.") from None
+    missing = [key for key in RESULT_KEYS if key not in results] if isinstance(results, dict) else list(RESULT_KEYS)
+    if missing:
+        raise ValueError(f"{path} is not an automlm-eval results file (no {', '.join(missing)}); {WHAT}.")
+    return results
+
+
+def build_parser() -> cli.ArgumentParser:
+    """The arguments of ``automlm-bootstrap``."""
+    parser = cli.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        example=f"{PROG} results/automlm.json results/bm25.json --metric ndcg@10",
+    )
     parser.add_argument("a", type=Path, help="results JSON of system A (automlm-eval --output)")
     parser.add_argument("b", type=Path, help="results JSON of system B, on the same queries")
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+@cli.entry_point(PROG)
+def main(argv: list[str] | None = None) -> None:
+    """Run ``automlm-bootstrap``; bad input ends it with one line naming the problem (exit 1)."""
+    args = build_parser().parse_args(argv)
+    a, b = read_results(args.a), read_results(args.b)
     try:
-        a, b = (json.loads(path.read_text(encoding="utf-8")) for path in (args.a, args.b))
         rows = compare_results(a, b, args.metric, args.resamples, args.seed)
-    except (OSError, ValueError, KeyError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error!s}: pass two `automlm-eval --output` files of one data set\n")
+    except KeyError as error:
+        raise ValueError(
+            f"{args.a} and {args.b} do not match: no {error} in both; {WHAT}, and a --metric they hold."
+        ) from None
     headers = ["language", f"A {args.metric}", f"B {args.metric}", "A - B", "95% CI", "verdict"]
     print(f"A = {a['model']}, B = {b['model']}, paired bootstrap ({args.resamples} resamples, seed {args.seed})\n")
     print(markdown_table(rows, headers))

@@ -21,6 +21,7 @@ import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 
+from modeling_automlm import modeling_automlm as modeling
 from modeling_automlm.configuration_automlm import AutoMLMConfig
 from offline_backbones import SOURCE_FILE as BACKBONE_SOURCE_FILE
 
@@ -174,6 +175,9 @@ class AutoMLMModelCardData:
             ValueError: one of the JSON files is not valid JSON.
         """
         folder = Path(folder)
+        if not folder.is_dir():
+            state = "is a file" if folder.exists() else "does not exist"
+            raise FileNotFoundError(f"{folder} {state}: pass the export folder (the one holding config.json).")
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
                 f"{folder} has no config.json: pass the folder written by the export (or by `save_pretrained`)."
@@ -295,9 +299,10 @@ class AutoMLMModelCardData:
     def objective(self) -> list[tuple[float, str]]:
         """The weighted terms of the training loss, from the config, e.g. ``[(1.0, "CL"), (0.1, "Auto-MLM")]``, and
         the trainer's anchor to the starting encoder when the run used one (``training_config.json``)."""
-        terms = [("contrastive_weight", "CL"), ("auto_mlm_weight", "Auto-MLM"), ("mlm_weight", "MLM")]
         objective = [
-            (self.config[key], name) for key, name in terms if is_number(self.config.get(key)) and self.config[key]
+            (self.config[term.weight_field], term.label)
+            for term in modeling.LOSS_TERMS
+            if is_number(self.config.get(term.weight_field)) and self.config[term.weight_field]
         ]
         anchor = ((self.training_config or {}).get("training") or {}).get("anchor_weight")
         if is_number(anchor) and anchor > 0:

@@ -8,18 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modeling_automlm import modeling_automlm as modeling
+
 from .tables import is_number, metric_display_name
 
 logger = logging.getLogger(__name__)
 
-# What the trainer logs, as a reader would name it.
+# What the trainer logs beside the loss terms (`LOSS_TERMS` names those), as a reader would name it.
 LABELS = {
     "loss": "joint loss",
-    "cl_loss": "contrastive (InfoNCE)",
-    "auto_mlm_loss": "Auto-MLM",
-    "mlm_loss": "MLM",
-    "auto_mlm_accuracy": "Auto-MLM head (training batch)",
-    "mlm_accuracy": "MLM head (training batch)",
     "auto_mlm_heldout_accuracy": "Auto-MLM head, held-out (own vector)",
     "auto_mlm_heldout_accuracy_other_vector": "Auto-MLM head, held-out (another sentence's vector)",
     "auto_mlm_heldout_vector_share": "Auto-MLM head, held-out: from the vector",
@@ -66,10 +63,16 @@ def _panel_of(key: str) -> str | None:
 
 
 def _label(key: str) -> str:
-    """``cl_loss`` -> ``contrastive (InfoNCE)``, ``dev_ndcg@10`` -> ``NDCG@10 (dev)``."""
+    """A term's loss key -> its label (``CL``); its accuracy key -> ``<label> head (training batch)``;
+    ``dev_ndcg@10`` -> ``NDCG@10 (dev)``."""
     if key.startswith(("dev_", "eval_")):
         split, _, metric = key.partition("_")
         return f"{metric_display_name(metric)} ({split})"
+    for term in modeling.LOSS_TERMS:
+        if key == term.loss_key:
+            return term.label
+        if key == term.accuracy_key:
+            return f"{term.label} head (training batch)"
     return LABELS.get(key, key)
 
 

@@ -59,6 +59,15 @@ def code_files(folder: str | Path, config: dict[str, Any]) -> list[str]:
     return found
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: not valid JSON ({error.msg}, line {error.lineno}); fix it or export the model again."
+        ) from None
+
+
 def missing_files(folder: str | Path) -> list[str]:
     """What a folder lacks to be a complete export (weights, config, tokenizer, card, code, sentence-transformers).
 
@@ -67,11 +76,14 @@ def missing_files(folder: str | Path) -> list[str]:
 
     Returns:
         One description per missing piece, naming the file(s); empty when the folder is complete.
+
+    Raises:
+        ValueError: ``config.json`` or ``modules.json`` is not valid JSON.
     """
     folder = Path(folder)
     missing = []
     if not folder.is_dir():
-        return [f"the folder itself ({folder} does not exist)"]
+        return [f"the folder itself ({folder} {'is a file' if folder.exists() else 'does not exist'})"]
     if not (folder / "config.json").is_file():
         missing.append("config.json")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
@@ -81,7 +93,7 @@ def missing_files(folder: str | Path) -> list[str]:
     if not (folder / "README.md").is_file():
         missing.append(f"README.md (write the model card with `automlm-card {folder}`)")
     if (folder / "config.json").is_file():
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = _read_json(folder / "config.json")
         for name in code_files(folder, config):
             if not (folder / name).is_file():
                 missing.append(f"{name} (custom code that config.json's auto_map loads)")
@@ -89,7 +101,7 @@ def missing_files(folder: str | Path) -> list[str]:
     if not modules_file.is_file():
         missing.append("modules.json (sentence-transformers configuration)")
     else:
-        for module in json.loads(modules_file.read_text(encoding="utf-8")):
+        for module in _read_json(modules_file):
             if module.get("path") and not (folder / module["path"]).is_dir():
                 missing.append(f"{module['path']}/ (module {module.get('name')} of modules.json)")
     return missing

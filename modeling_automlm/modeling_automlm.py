@@ -13,8 +13,6 @@ import logging
 import os
 import typing
 from dataclasses import dataclass
-from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +33,53 @@ from .configuration_automlm import AutoMLMConfig, PoolingMode
 from .masking import IGNORE_INDEX, mask_tokens
 
 logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loss terms
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossTerm:
+    """One term of the joint objective, declared once: the trainer's metrics, the curves, the card and the
+    gradient-norm probe all enumerate `LOSS_TERMS`.
+
+    Args:
+        name: the term's short name; its loss is logged as ``{name}_loss`` and, with `has_accuracy`, its accuracy
+            as ``{name}_accuracy`` (the fields of [`AutoMLMForPreTrainingOutput`]).
+        weight_field: the [`AutoMLMConfig`] field that weighs it in the joint loss (0 turns it off).
+        label: how people call it, in logs, curves and the model card.
+        has_accuracy: whether the term predicts tokens, and so has a masked-token accuracy.
+    """
+
+    name: str
+    weight_field: str
+    label: str
+    has_accuracy: bool = False
+
+    @property
+    def loss_key(self) -> str:
+        return f"{self.name}_loss"
+
+    @property
+    def accuracy_key(self) -> str | None:
+        return f"{self.name}_accuracy" if self.has_accuracy else None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The metrics the term logs: its loss, then its accuracy if it has one."""
+        return (self.loss_key,) if self.accuracy_key is None else (self.loss_key, self.accuracy_key)
+
+    def weight(self, config: AutoMLMConfig) -> float:
+        return getattr(config, self.weight_field)
+
+
+LOSS_TERMS: tuple[LossTerm, ...] = (
+    LossTerm("cl", "contrastive_weight", "CL"),
+    LossTerm("auto_mlm", "auto_mlm_weight", "Auto-MLM", has_accuracy=True),
+    LossTerm("mlm", "mlm_weight", "MLM", has_accuracy=True),
+)
+"""The terms of the joint loss `sum(weight * loss)`, in the order they are logged."""
+CL_TERM, AUTO_MLM_TERM, MLM_TERM = LOSS_TERMS
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -455,7 +500,7 @@ class AutoMLMPreTrainedModel(PreTrainedModel):
         """
         backbone_kwargs = dict(backbone_kwargs or {})
         if isinstance(backbone, (str, os.PathLike)):
-            backbone = resolve_backbone(str(backbone), **backbone_kwargs)
+            backbone = str(backbone)
             config_dict, _ = PreTrainedConfig.get_config_dict(backbone, **backbone_kwargs)
             if config_dict.get("model_type") == AutoMLMConfig.model_type:
                 return cls.from_pretrained(backbone, **backbone_kwargs, **config_kwargs)
@@ -479,41 +524,6 @@ class AutoMLMPreTrainedModel(PreTrainedModel):
                     "this is a bug, please report it with the backbone's name."
                 )
         return model
-
-
-BACKBONE_RESOLVERS = "automlm.backbone_resolvers"
-_UNREACHABLE: set[str] = set()  # names the Hub did not answer for in this process: not probed twice
-
-
-def resolve_backbone(backbone: str, **backbone_kwargs: Any) -> str:
-    """Where to load `backbone` from: the name itself, or a local copy supplied by an installed resolver.
-
-    A resolver is a function ``(name, *, hub_unreachable: bool) -> str`` registered in the entry-point group
-    ``automlm.backbone_resolvers`` (the ``offline_backbones`` package registers one that builds
-    multilingual-e5-small from bundled weights). Resolvers are asked first as they are (they swap the name when
-    offline mode is set), then, if the name still cannot be loaded from the Hub or its cache, with
-    ``hub_unreachable=True``. Without installed resolvers the name comes back unchanged.
-    """
-    resolvers = [entry_point.load() for entry_point in entry_points(group=BACKBONE_RESOLVERS)]
-    if not resolvers or Path(backbone).expanduser().exists():
-        return backbone
-    for resolver in resolvers:
-        resolved = resolver(backbone, hub_unreachable=False)
-        if resolved != backbone:
-            return resolved
-    try:
-        if backbone not in _UNREACHABLE:
-            AutoConfig.from_pretrained(backbone, **backbone_kwargs)
-            return backbone
-    except OSError:
-        _UNREACHABLE.add(backbone)
-    if backbone in _UNREACHABLE:
-        for resolver in resolvers:
-            resolved = resolver(backbone, hub_unreachable=True)
-            if resolved != backbone:
-                logger.warning("%s cannot be reached on the Hub; using the local copy %s", backbone, resolved)
-                return resolved
-    return backbone
 
 
 def special_token_ids_of(tokenizer: Any) -> list[int]:
@@ -698,23 +708,15 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
         embedding_weight = self.get_input_embeddings().weight
         return self.auto_mlm_head(token_states, sentence_vector, attention_mask, labels, embedding_weight)
 
-    def joint_loss(
-        self,
-        cl_loss: torch.Tensor | None = None,
-        auto_mlm_loss: torch.Tensor | None = None,
-        mlm_loss: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The weighted sum `contrastive_weight * cl_loss + auto_mlm_weight * auto_mlm_loss + mlm_weight * mlm_loss`
-        over the terms given (None terms are left out), as a float32 scalar: the one place the terms are summed."""
-        config = self.config
+    def joint_loss(self, losses: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        """The weighted sum of the terms' losses, `sum(weight * loss)` over `LOSS_TERMS`, as a float32 scalar: the one
+        place the terms are summed. `losses` maps a term's `loss_key` to its loss; absent or None terms are left out.
+        """
         total = torch.zeros((), dtype=torch.float32, device=self.device)
-        for weight, loss in (
-            (config.contrastive_weight, cl_loss),
-            (config.auto_mlm_weight, auto_mlm_loss),
-            (config.mlm_weight, mlm_loss),
-        ):
+        for term in LOSS_TERMS:
+            loss = losses.get(term.loss_key)
             if loss is not None:
-                total = total + weight * loss
+                total = total + term.weight(self.config) * loss
         return total
 
     def forward(
@@ -758,57 +760,82 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
             raise ValueError("Pass `masked_input_ids` and `mlm_labels` together, or neither.")
         if config.uses_masking and masked_input_ids is None:
             masked_input_ids, mlm_labels = self.mask(input_ids, attention_mask, word_ids, special_tokens_mask)
+        if positive_input_ids is not None and positive_attention_mask is None:
+            positive_attention_mask = torch.ones_like(positive_input_ids)
+        positives = (positive_input_ids, positive_attention_mask, positive_token_type_ids)
 
+        # 1. The one encoder call: [sentences; positives or second dropout view; masked sentences].
+        encoded = self._encode_views((input_ids, attention_mask, token_type_ids), positives, masked_input_ids)
         batch, seq_len = input_ids.shape
-        contextual_masked = config.mlm_weight > 0 or (config.auto_mlm_weight > 0 and config.head_input == "contextual")
-        # One encoder call: [sentences; positives or second dropout view; masked sentences].
-        parts = [(input_ids, attention_mask, token_type_ids)]
-        if config.contrastive_weight > 0:
-            if positive_input_ids is not None:
-                if positive_attention_mask is None:
-                    positive_attention_mask = torch.ones_like(positive_input_ids)
-                parts.append((positive_input_ids, positive_attention_mask, positive_token_type_ids))
-            else:
-                parts.append((input_ids, attention_mask, token_type_ids))
-        if contextual_masked:
-            parts.append((masked_input_ids, attention_mask, token_type_ids))
+        embeddings = encoded.sentence_embedding.split(batch)
+        metrics: dict[str, torch.Tensor | None] = {}
+        # 2. The contrastive term: each sentence against its positive, the rest of the batch as negatives.
+        if config.contrastive_weight > 0 and compute_contrastive_loss:
+            metrics[CL_TERM.loss_key] = contrastive_loss(
+                embeddings[0], embeddings[1], config.contrastive_temperature, config.gather_across_processes
+            )
+        # 3. The masked-LM terms: Auto-MLM from the sentence vector, plain MLM from the masked sentence's states.
+        masked_states = encoded.last_hidden_state[-batch:, :seq_len] if self._encodes_masked_sentence else None
+        sentence_vector = encoded.pooler_output[:batch]  # the unmasked sentence's first view, before normalisation
+        metrics |= self.masked_lm_terms(masked_input_ids, attention_mask, mlm_labels, sentence_vector, masked_states)
+
+        output = AutoMLMForPreTrainingOutput(
+            loss=self.joint_loss(metrics),
+            **metrics,
+            sentence_embedding=embeddings[0],
+            positive_embedding=embeddings[1] if config.contrastive_weight > 0 else None,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    @property
+    def _encodes_masked_sentence(self) -> bool:
+        """Whether a head reads the encoder's states of the masked sentence (plain MLM, or a contextual head)."""
+        config = self.config
+        return config.mlm_weight > 0 or (config.auto_mlm_weight > 0 and config.head_input == "contextual")
+
+    def _encode_views(
+        self,
+        sentences: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+        positives: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
+        masked_input_ids: torch.LongTensor | None,
+    ) -> AutoMLMModelOutput:
+        """Encode, in one batched call, the sentences, then (with CL) their positives or a second dropout view of
+        them, then (when a head reads it) the masked sentences; each part padded to the longest."""
+        parts = [sentences]
+        if self.config.contrastive_weight > 0:
+            parts.append(positives if positives[0] is not None else sentences)
+        if self._encodes_masked_sentence:
+            parts.append((masked_input_ids, sentences[1], sentences[2]))
         length = max(part[0].shape[1] for part in parts)
-        pad_id = config.encoder_config.pad_token_id or 0
+        pad_id = self.config.encoder_config.pad_token_id or 0
         ids = torch.cat([_pad_to(p[0], length, pad_id) for p in parts])  # (num_parts * batch, length)
         mask = torch.cat([_pad_to(p[1], length, 0) for p in parts])
         types = None
         if all(p[2] is not None for p in parts):
             types = torch.cat([_pad_to(p[2], length, 0) for p in parts])
-        encoded = self.automlm(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        return self.automlm(input_ids=ids, attention_mask=mask, token_type_ids=types)
 
-        embeddings = encoded.sentence_embedding.split(batch)
-        losses: dict[str, torch.Tensor | None] = {"cl_loss": None, "auto_mlm_loss": None, "mlm_loss": None}
-        accuracies: dict[str, torch.Tensor | None] = {"auto_mlm_accuracy": None, "mlm_accuracy": None}
-        if config.contrastive_weight > 0 and compute_contrastive_loss:
-            losses["cl_loss"] = contrastive_loss(
-                embeddings[0], embeddings[1], config.contrastive_temperature, config.gather_across_processes
-            )
-
-        masked_states = encoded.last_hidden_state[-batch:, :seq_len] if contextual_masked else None
+    def masked_lm_terms(
+        self,
+        masked_input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor,
+        labels: torch.LongTensor | None,
+        sentence_vector: torch.Tensor,
+        masked_states: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """The losses and accuracies of the masked-LM terms that are on (keys from `LOSS_TERMS`): Auto-MLM from
+        `sentence_vector` and the masked token embeddings, plain MLM from `masked_states`."""
+        metrics = {}
         if self.auto_mlm_head is not None:
-            sentence_vector = encoded.pooler_output[:batch]  # the unmasked sentence's first view
             loss, accuracy = self.auto_mlm_head_loss(
-                masked_input_ids, attention_mask, mlm_labels, sentence_vector, masked_states
+                masked_input_ids, attention_mask, labels, sentence_vector, masked_states
             )
-            losses["auto_mlm_loss"], accuracies["auto_mlm_accuracy"] = loss, accuracy
+            metrics[AUTO_MLM_TERM.loss_key], metrics[AUTO_MLM_TERM.accuracy_key] = loss, accuracy
         if self.mlm_head is not None:
             embedding_weight = self.get_input_embeddings().weight
-            loss, accuracy = masked_lm_loss(self.mlm_head, masked_states, mlm_labels, embedding_weight)
-            losses["mlm_loss"], accuracies["mlm_accuracy"] = loss, accuracy
-
-        output = AutoMLMForPreTrainingOutput(
-            loss=self.joint_loss(**losses),
-            **losses,
-            **accuracies,
-            sentence_embedding=embeddings[0],
-            positive_embedding=embeddings[1] if config.contrastive_weight > 0 else None,
-        )
-        return output if return_dict is not False else output.to_tuple()
+            loss, accuracy = masked_lm_loss(self.mlm_head, masked_states, labels, embedding_weight)
+            metrics[MLM_TERM.loss_key], metrics[MLM_TERM.accuracy_key] = loss, accuracy
+        return metrics
 
 
 __all__ = [
@@ -819,5 +846,4 @@ __all__ = [
     "AutoMLMPreTrainedModel",
     "contrastive_loss",
     "pool",
-    "resolve_backbone",
 ]

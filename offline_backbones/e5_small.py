@@ -349,7 +349,7 @@ def resolve_backbone(name_or_path: str, *, hub_unreachable: bool = False) -> str
     or when the caller found the Hub unreachable (`hub_unreachable`): the result is the folder of
     `build_cached_backbone` (see `default_cache_dir`), built on first use; otherwise the short name becomes the full
     Hub id. Everything else, a local folder of that name included, comes back unchanged. This function never
-    probes the network itself: `modeling_automlm.resolve_backbone`, which calls it through the entry point
+    probes the network itself: `training.model.resolve_backbone`, which calls it through the entry point
     ``automlm.backbone_resolvers``, tries the Hub first and asks again with ``hub_unreachable=True``.
 
     Args:

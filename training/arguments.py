@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -12,6 +13,8 @@ import yaml
 from transformers import HfArgumentParser
 
 from modeling_automlm.configuration_automlm import AutoMLMConfig
+
+from . import cli
 
 EMBEDDED_CORPUS = "chatterbot-corpus"
 
@@ -187,7 +190,8 @@ class PretrainingArguments:
         default=2.5e-6,
         metadata={
             "help": "Peak learning rate (AdamW). The default suits adapting a pretrained encoder (the best rate on "
-            "the dev splits of docs/RESULTS.md, section 1.5); training from scratch needs far more, e.g. 3e-4."
+            "two dev splits, docs/RESULTS.md 'The learning rate, chosen on two dev splits'); training from scratch "
+            "needs far more, e.g. 3e-4."
         },
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)."})
@@ -369,6 +373,10 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
     return _flatten(settings, str(path))
 
 
+class HelpFormatter(cli.HelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """One spelling per option, the defaults shown, the example kept as written."""
+
+
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, PretrainingArguments]:
@@ -376,7 +384,11 @@ def parse_args(
     one, e.g. a protocol file then a variant file), overridden by the command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(
-        ARGUMENT_CLASSES, prog="automlm-train", description="Self-supervised Auto-MLM pretraining."
+        ARGUMENT_CLASSES,
+        prog="automlm-train",
+        description="Self-supervised Auto-MLM pretraining: from unlabelled text to a Hub-ready sentence encoder.",
+        epilog="Example:\n  automlm-train --config configs/default.yaml --output_dir outputs/my-run",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--config", type=str, action="append", help="YAML or JSON settings file (repeatable).")
     settings: dict[str, Any] = {}

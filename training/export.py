@@ -1,15 +1,32 @@
-"""Export a trained Auto-MLM model as Hub-ready sentence-transformers folders."""
+"""Hub-ready sentence-transformers folders: of one model (`export_sentence_transformers`, `export_plain`), of a
+finished run (`export_run`, with its summary and card), of the model a run would start from (`export_untrained`); and
+the clean-up of what only a run in progress needs (`remove_training_state`)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import platform
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
+from model_card import generate_model_card
+from model_card.card import HEAD_PROBE_KEYS, HEAD_SOURCE_FILE
 from modeling_automlm import AutoMLMForPreTraining, AutoMLMModel
+
+from .arguments import DataArguments, ModelArguments
+from .data import load_corpus
+from .head import HEAD_ACCURACY
+from .model import SCRATCH, backbone_source, build_model, fill_prompts_from_backbone, resolve_backbone
+from .state import Run, logged_keys
 
 logger = logging.getLogger(__name__)
 
@@ -108,3 +125,137 @@ def export_plain(
         )
     logger.info("Exported the plain sentence-transformers model (no custom code) to %s", output_dir)
     return output_dir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The exports of a run
+# ----------------------------------------------------------------------------------------------------------------
+def summarize(run: Run) -> dict[str, Any]:
+    """The run summary: hardware, time, throughput, the last value of each loss, the best step, the history."""
+    state, final = run.state, {}
+    for record in reversed(state.history):
+        for key in (*logged_keys(), "anchor_loss"):  # the model's terms and the one the loop adds
+            if key in record and key not in final:
+                final[key] = record[key]
+    exported_step = state.best_step if run.args.load_best_model_at_end and state.best_step is not None else state.step
+    head = next((r for r in state.history if r["step"] == exported_step and HEAD_ACCURACY in r), None)
+    processes = run.accelerator.num_processes
+    cuda = torch.cuda.is_available() and not run.args.cpu
+    device = torch.cuda.get_device_name() if cuda else platform.processor()
+    return {
+        "wall_time_s": round(state.train_seconds, 1),
+        "hardware": f"{processes} x {device or platform.machine()} ({os.cpu_count()} CPU cores)",
+        "num_processes": processes,
+        "steps": state.step,
+        "sentences_seen": state.step * run.global_batch,
+        "throughput_sentences_per_s": round(state.step * run.global_batch / max(state.train_seconds, 1e-9), 1),
+        "nonfinite_steps": state.nonfinite_steps,
+        "best_step": state.best_step,
+        "best_metric": state.best_metric,
+        "exported_step": exported_step,
+        # The exported model's head on the held-out probe (None without dev data or an Auto-MLM head).
+        "auto_mlm_head": {key: head[key] for key in HEAD_PROBE_KEYS} if head else None,
+        "final": final,
+        "history": state.history,
+    }
+
+
+def export_run(run: Run, summary: dict[str, Any], model: AutoMLMForPreTraining) -> None:
+    """Write the Hub-ready folder `final/` (and `final-plain/`), each with its model card.
+
+    Each is written beside the old one and renamed into place: a write that fails (a full disk) leaves the previous
+    export as it was.
+    """
+    args, state, output_dir, max_seq_length = run.args, run.state, run.output_dir, run.data_args.max_seq_length
+    best_dir = output_dir / "best"
+    if args.load_best_model_at_end and state.best_step is not None and best_dir.is_dir():
+        logger.info("Exporting the best dev checkpoint (step %d, %s)", state.best_step, state.best_metric)
+        model = AutoMLMForPreTraining.from_pretrained(best_dir)
+        shutil.copy(best_dir / "eval_results.json", output_dir / "eval_results.json")
+    model = model.float().eval()
+    prompts = sentence_transformers_prompts(run.data_args.query_prompt, run.data_args.document_prompt)
+    model_id = args.hub_model_id or output_dir.resolve().name
+    run_files = {
+        "training_config.json": json.dumps(run.settings, indent=2),
+        "training_metrics.json": json.dumps(summary, indent=2),
+        "data_stats.json": json.dumps(run.data_stats, indent=2, ensure_ascii=False),
+    }
+    source = backbone_source(run.backbone)  # where the starting weights came from, for the model card
+    plain_id = None
+    if args.export_plain:
+        with written_beside(output_dir / "final-plain") as plain_dir:
+            export_plain(model, run.tokenizer, plain_dir, max_seq_length=max_seq_length, prompts=prompts)
+            _write_run_files(plain_dir, run_files, source)
+            generate_model_card(plain_dir, model_id=f"{model_id}-plain")
+        plain_id = f"{model_id}-plain" if args.hub_model_id else "../final-plain"
+    with written_beside(output_dir / "final") as final_dir:
+        export_sentence_transformers(model, run.tokenizer, final_dir, max_seq_length=max_seq_length, prompts=prompts)
+        _write_run_files(final_dir, run_files, source)
+        for name in ("eval_results.json", HEAD_SOURCE_FILE):
+            if (output_dir / name).is_file():
+                shutil.copy(output_dir / name, final_dir / name)
+        generate_model_card(final_dir, model_id=model_id, plain_repo_id=plain_id)
+    logger.info("Exported to %s", output_dir / "final")
+
+
+def _write_run_files(folder: Path, files: dict[str, str], source: Path | None) -> None:
+    """The run's settings, summary and data statistics, and the backbone's provenance file, into an export."""
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    if source is not None:
+        shutil.copy(source, folder / source.name)
+
+
+@contextlib.contextmanager
+def written_beside(target: Path) -> Iterator[Path]:
+    """A scratch folder next to `target` that replaces it once the block ends without error.
+
+    A failed write (a full disk, an interrupted process) leaves `target` as it was and removes the scratch folder;
+    the swap itself is two renames on the same file system.
+    """
+    scratch = target.with_name(f".{target.name}.partial")
+    old = target.with_name(f".{target.name}.old")
+    for leftover in (scratch, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if target.exists():
+        os.replace(target, old)
+    os.replace(scratch, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_untrained(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    seed: int,
+    tokenizer_dir: Path,
+    output_dir: Path,
+    *,
+    train_tokenizer: bool,
+) -> Path:
+    """Export the model these settings would train, before any step: the floor a trained model has to beat.
+
+    With `train_tokenizer`, a tokenizer from scratch is trained on the corpus (and saved in `tokenizer_dir`); else
+    the one in `tokenizer_dir` (a finished run's) is reused, which gives the run's exact initial weights.
+    """
+    texts = load_corpus(data_args).texts if train_tokenizer and model_args.backbone == SCRATCH else []
+    backbone = resolve_backbone(model_args.backbone)
+    torch.manual_seed(seed)
+    model, tokenizer = build_model(
+        model_args, data_args, texts, tokenizer_dir, train_tokenizer=train_tokenizer, backbone=backbone
+    )
+    fill_prompts_from_backbone(backbone, data_args)
+    prompts = sentence_transformers_prompts(data_args.query_prompt, data_args.document_prompt)
+    return export_sentence_transformers(model.eval(), tokenizer, output_dir, data_args.max_seq_length, prompts=prompts)
+
+
+def remove_training_state(output_dir: Path, *, keep_checkpoints: bool) -> None:
+    """Once the exports are written, drop what only a run in progress needs: `best/` (the export is its copy) and,
+    unless `keep_checkpoints`, the checkpoints with their optimizer state (the bulk of the folder)."""
+    shutil.rmtree(output_dir / "best", ignore_errors=True)
+    if not keep_checkpoints:
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)

@@ -28,13 +28,14 @@ from torch import nn
 
 from modeling_automlm import AutoMLMForPreTraining, AutoMLMForPreTrainingOutput, contrastive_loss
 from modeling_automlm.masking import IGNORE_INDEX
+from modeling_automlm.modeling_automlm import CL_TERM, LOSS_TERMS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["grad_cache_step"]
 
 # The outputs that are means over the masked tokens (of the chunk, for one chunk's forward).
-MASKED_LM_KEYS = ("auto_mlm_loss", "mlm_loss", "auto_mlm_accuracy", "mlm_accuracy")
+MASKED_LM_KEYS = tuple(key for term in LOSS_TERMS if term is not CL_TERM for key in term.keys)
 
 
 @dataclass
@@ -177,7 +178,7 @@ def grad_cache_step(
             cl_loss = contrastive_loss(
                 anchor_cache, positive_cache, config.contrastive_temperature, config.gather_across_processes
             )
-            module.joint_loss(cl_loss=cl_loss).backward()
+            module.joint_loss({CL_TERM.loss_key: cl_loss}).backward()
         anchor_grads = anchor_cache.grad.split(chunk_size)
         positive_grads = positive_cache.grad.split(chunk_size)
 
@@ -205,8 +206,8 @@ def grad_cache_step(
 
     cl_loss = None if cl_loss is None else cl_loss.detach()
     return AutoMLMForPreTrainingOutput(
-        loss=module.joint_loss(cl_loss, masked_lm["auto_mlm_loss"], masked_lm["mlm_loss"]),
-        cl_loss=cl_loss,
+        loss=module.joint_loss({CL_TERM.loss_key: cl_loss, **masked_lm}),
+        **{CL_TERM.loss_key: cl_loss},
         **masked_lm,
         sentence_embedding=torch.cat(anchors).detach(),
         positive_embedding=torch.cat(positives).detach() if with_contrastive else None,

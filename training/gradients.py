@@ -5,13 +5,7 @@ from __future__ import annotations
 import torch
 
 from modeling_automlm import AutoMLMForPreTraining, AutoMLMForPreTrainingOutput
-
-# (output field, config weight field, record key) of the terms whose gradients are measured
-TERMS = (
-    ("cl_loss", "contrastive_weight", "grad_norm_cl"),
-    ("auto_mlm_loss", "auto_mlm_weight", "grad_norm_auto_mlm"),
-    ("mlm_loss", "mlm_weight", "grad_norm_mlm"),
-)
+from modeling_automlm.modeling_automlm import AUTO_MLM_TERM, CL_TERM, LOSS_TERMS
 
 
 def encoder_layer_parameters(model: AutoMLMForPreTraining) -> list[torch.nn.Parameter]:
@@ -33,14 +27,14 @@ def term_gradient_norms(model: AutoMLMForPreTraining, outputs: AutoMLMForPreTrai
     """
     parameters = encoder_layer_parameters(model)
     norms: dict[str, float] = {}
-    for field, weight_field, key in TERMS:
-        loss = getattr(outputs, field)
-        weight = getattr(model.config, weight_field)
+    for term in LOSS_TERMS:
+        loss, weight, key = getattr(outputs, term.loss_key), term.weight(model.config), f"grad_norm_{term.name}"
         if loss is None or not weight or not loss.requires_grad:
             continue
         grads = torch.autograd.grad(weight * loss, parameters, retain_graph=True, allow_unused=True)
         squares = [(g.coalesce().values() if g.is_sparse else g).float().pow(2).sum() for g in grads if g is not None]
         norms[key] = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
-    if norms.get("grad_norm_cl") and "grad_norm_auto_mlm" in norms:
-        norms["grad_ratio_auto_mlm"] = norms["grad_norm_auto_mlm"] / norms["grad_norm_cl"]
+    cl, auto_mlm = f"grad_norm_{CL_TERM.name}", f"grad_norm_{AUTO_MLM_TERM.name}"
+    if norms.get(cl) and auto_mlm in norms:
+        norms[f"grad_ratio_{AUTO_MLM_TERM.name}"] = norms[auto_mlm] / norms[cl]
     return norms

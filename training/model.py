@@ -1,10 +1,16 @@
-"""The model a run trains and its tokenizer: the one place where the `--backbone` setting is loaded."""
+"""The model a run trains and its tokenizer: the one place where the `--backbone` setting is resolved and loaded.
+
+`resolve_backbone` turns the name into where it loads from (once per run); `build_model`, `fill_prompts_from_backbone`
+and `backbone_source` take that resolved name.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
@@ -12,16 +18,52 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig, PreTrainedTokenizerBase
 
 from modeling_automlm import AutoMLMConfig, AutoMLMForPreTraining
-from modeling_automlm.modeling_automlm import resolve_backbone
 from offline_backbones import SOURCE_FILE as BACKBONE_SOURCE_FILE
 from offline_backbones.e5_small import ST_CONFIG_FILE
 
 from .arguments import DataArguments, ModelArguments
 from .tokenization import train_wordpiece_tokenizer
 
+logger = logging.getLogger(__name__)
+
 SCRATCH = "scratch"
+BACKBONE_RESOLVERS = "automlm.backbone_resolvers"
+_UNREACHABLE: set[str] = set()  # names the Hub did not answer for in this process: not probed twice
 
 _HOW_TO_FIX = "pass an existing folder, a Hub id such as xlm-roberta-base, or 'scratch'"
+
+
+def resolve_backbone(backbone: str) -> str:
+    """Where to load `backbone` from: the name itself, or a local copy supplied by an installed resolver.
+
+    A resolver is a function ``(name, *, hub_unreachable: bool) -> str`` registered in the entry-point group
+    ``automlm.backbone_resolvers`` (the ``offline_backbones`` package registers one that builds
+    multilingual-e5-small from bundled weights). Resolvers are asked first as they are (they swap the name when
+    offline mode is set), then, if the name still cannot be loaded from the Hub or its cache, with
+    ``hub_unreachable=True``. Without installed resolvers, for a local folder and for ``scratch`` the name comes
+    back unchanged.
+    """
+    if backbone == SCRATCH:
+        return backbone
+    resolvers = [entry_point.load() for entry_point in entry_points(group=BACKBONE_RESOLVERS)]
+    if not resolvers or Path(backbone).expanduser().exists():
+        return backbone
+    for resolver in resolvers:
+        resolved = resolver(backbone, hub_unreachable=False)
+        if resolved != backbone:
+            return resolved
+    try:
+        if backbone not in _UNREACHABLE:
+            AutoConfig.from_pretrained(backbone)
+            return backbone
+    except OSError:
+        _UNREACHABLE.add(backbone)
+    for resolver in resolvers:
+        resolved = resolver(backbone, hub_unreachable=True)
+        if resolved != backbone:
+            logger.warning("%s cannot be reached on the Hub; using the local copy %s", backbone, resolved)
+            return resolved
+    return backbone
 
 
 def build_model(
@@ -31,12 +73,14 @@ def build_model(
     tokenizer_dir: Path,
     *,
     train_tokenizer: bool,
+    backbone: str,
 ) -> tuple[AutoMLMForPreTraining, PreTrainedTokenizerBase]:
     """The model these settings train, with the objective of `model_args`, and its tokenizer.
 
     ``--backbone`` is ``scratch`` (a new encoder of the configured shape with the run's own tokenizer, see
     [`build_tokenizer`]), the folder or Hub id of an encoder (its weights and tokenizer are used), or the folder or
     Hub id of an Auto-MLM model (training continues from it). `AutoMLMForPreTraining.from_backbone` builds all three.
+    `backbone` is where `--backbone` loads from (`resolve_backbone`); errors name `--backbone` as the user spelled it.
 
     Raises:
         FileNotFoundError, ValueError: the backbone cannot be loaded; the message names it and the fix.
@@ -46,9 +90,7 @@ def build_model(
         tokenizer = build_tokenizer(model_args, data_args, texts, tokenizer_dir, train_new=train_tokenizer)
         encoder_config = scratch_encoder_config(model_args, data_args, tokenizer)
         return AutoMLMForPreTraining.from_backbone(encoder_config, tokenizer, **objective), tokenizer
-    backbone = model_args.backbone
-    with _clean_loading_errors(backbone):
-        backbone = resolve_backbone(backbone)
+    with _clean_loading_errors(model_args.backbone):
         tokenizer = AutoTokenizer.from_pretrained(backbone)
         return AutoMLMForPreTraining.from_backbone(backbone, tokenizer, **objective), tokenizer
 
@@ -68,14 +110,15 @@ def is_automlm_checkpoint(backbone: str) -> bool:
     return False
 
 
-def fill_prompts_from_backbone(model_args: ModelArguments, data_args: DataArguments) -> None:
+def fill_prompts_from_backbone(backbone: str, data_args: DataArguments) -> None:
     """Set `query_prompt` / `document_prompt` left unset (None) to the backbone's own sentence-transformers prompts
     (``query`` and ``document`` or ``passage`` in its ``config_sentence_transformers.json``, as E5 has), and an unset
-    `text_prefix` to the query prompt. A backbone without prompts, or from scratch, leaves them empty."""
+    `text_prefix` to the query prompt. A backbone without prompts, or from scratch, leaves them empty. `backbone` is
+    the resolved name (`resolve_backbone`)."""
     prompts: dict[str, str] = {}
-    if model_args.backbone != SCRATCH:
+    if backbone != SCRATCH:
         with contextlib.suppress(OSError, ValueError):
-            prompts = _sentence_transformers_prompts(resolve_backbone(model_args.backbone))
+            prompts = _sentence_transformers_prompts(backbone)
     if data_args.query_prompt is None:
         data_args.query_prompt = prompts.get("query", "")
     if data_args.document_prompt is None:
@@ -97,15 +140,13 @@ def _sentence_transformers_prompts(backbone: str) -> dict[str, str]:
     return {str(name): str(text) for name, text in prompts.items()}
 
 
-def backbone_source(model_args: ModelArguments) -> Path | None:
-    """The file describing where a converted backbone's weights came from (e.g. a dequantised 4-bit copy), if any."""
-    if model_args.backbone == SCRATCH:
+def backbone_source(backbone: str) -> Path | None:
+    """The file describing where a converted backbone's weights came from (e.g. a dequantised 4-bit copy), if any;
+    `backbone` is the resolved name (`resolve_backbone`)."""
+    if backbone == SCRATCH:
         return None
-    with contextlib.suppress(OSError, ValueError):
-        source = Path(resolve_backbone(model_args.backbone)) / BACKBONE_SOURCE_FILE
-        if source.is_file():
-            return source
-    return None
+    source = Path(backbone).expanduser() / BACKBONE_SOURCE_FILE
+    return source if source.is_file() else None
 
 
 def build_tokenizer(

@@ -67,3 +67,15 @@ def test_fetch_packages_explains_a_missing_apt(tmp_path, monkeypatch):
     assert fetch_packages(["debian-reference-en"], tmp_path) == {
         "debian-reference-en": tmp_path / "debian-reference-en"
     }
+
+
+def test_a_package_with_two_html_folders_gives_the_one_its_language_names(tmp_path):
+    """libreoffice-help-ca ships help/ca/text and help/ca-valencia/text: the language picks its own."""
+    from benchmark_sets.libreoffice_help import LIBREOFFICE_HELP
+    from benchmark_sets.translated_docs import _html_root
+
+    for name in ("ca", "ca-valencia"):
+        (tmp_path / "usr" / "share" / "libreoffice" / "help" / name / "text").mkdir(parents=True)
+    assert _html_root(tmp_path, LIBREOFFICE_HELP, "ca").parent.name == "ca"
+    with pytest.raises(FileNotFoundError, match="found 2"):
+        _html_root(tmp_path, LIBREOFFICE_HELP, "oc")  # neither is named after it: no guess

@@ -1,6 +1,8 @@
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from comparison import runner, untrained
 
@@ -21,7 +23,7 @@ def test_bad_input_is_one_line_naming_the_fix(main, argv, message, tmp_path, mon
     monkeypatch.chdir(tmp_path)  # no configs/ or data/ here
     with pytest.raises(SystemExit) as exit_info:
         main([arg.format(tmp=tmp_path) for arg in argv])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1, error
 
@@ -87,3 +89,87 @@ def test_a_peer_trains_with_the_protocol_and_its_own_arguments(peer, rate, tmp_p
     assert args.learning_rate == pytest.approx(rate)  # the rate docs/RESULTS.md reports for this peer
     assert ("--untied" in options) == peer.endswith("untied")
     assert args.seed == 3 and args.output_dir == str(tmp_path / peer / "seed-3")
+
+
+def test_the_variants_are_the_files_beside_the_protocol(tmp_path, monkeypatch):
+    """No list to keep in step with configs/: every YAML beside the protocol but the protocols, the method first."""
+    for protocol in (Path("configs/ablations/protocol-cpu.yaml"), Path("configs/adaptation/protocol-e5-cpu.yaml")):
+        files = {path.stem for path in protocol.parent.glob("*.yaml") if not path.stem.startswith("protocol")}
+        found = runner.variants(protocol)
+        assert found[0] == runner.METHOD and set(found) == files and found[1:] == sorted(files - {runner.METHOD})
+    for name in ("protocol.yaml", "protocol-gpu.yaml", "b.yaml", "a.yaml", "cl_automlm.yaml", "notes.txt"):
+        (tmp_path / name).write_text("max_steps: 1\n")
+    assert runner.variants(tmp_path / "protocol.yaml") == ["cl_automlm", "a", "b"]
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    args = runner.build_parser().parse_args(["--protocol", str(tmp_path / "protocol.yaml")])
+    with pytest.raises(FileNotFoundError, match="make data"):  # the variants filled in, the data sets missing
+        runner._check(args)
+    assert args.variants == ["cl_automlm", "a", "b"]
+
+
+def test_the_default_rate_peer_trains_at_automlm_train_default_and_is_named_after_it():
+    from training.arguments import parse_args
+
+    default = parse_args([])[2].learning_rate  # the embedded default, configs/default.yaml
+    assert runner.PEERS[f"tsdae_lr{runner.rate_tag(default)}"] == ["--learning_rate", str(default)]
+    # The names follow the variant files' convention: `<variant>_lr<tag>` trains at the rate the tag spells.
+    named = [path for path in Path("configs/adaptation").glob("*_lr*.yaml")]
+    assert named
+    for path in named:
+        tag = path.stem.split("_lr")[1].split("_")[0]
+        _, _, args = parse_args(["--config", "configs/adaptation/protocol-e5-cpu.yaml", "--config", str(path)])
+        assert runner.rate_tag(args.learning_rate) == tag, path
+
+
+def test_the_untrained_baseline_runs_the_untrained_module(tmp_path, monkeypatch):
+    """Like every other system, a module run in a subprocess: `python -m comparison.untrained --config PROTOCOL`."""
+    commands = []
+    monkeypatch.setattr(runner, "_run", lambda command, log: commands.append((command, log)))
+    protocol = Path("configs/ablations/protocol-cpu.yaml").resolve()
+    run_dir = runner.untrained_one(protocol, 3, tmp_path)
+    ((command, log),) = commands
+    assert command[1:3] == ["-m", "comparison.untrained"] and log == run_dir / "train.log"
+    args = untrained.build_parser().parse_args(command[3:])
+    assert (args.config, args.seed, args.output_dir, args.run_dir) == ([protocol], 3, run_dir, None)
+
+
+def test_untrained_from_settings_and_the_twin_of_a_run_are_the_same_model(tmp_path, capsys):
+    """`--config` exports what automlm-train would start from (a tokenizer trained, the seed applied); the twin of
+    a run with those settings and that tokenizer rebuilds the same weights."""
+    from safetensors.torch import load_file
+
+    from tests.conftest import SENTENCES
+    from training.arguments import parse_args, settings_dict
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(SENTENCES * 4) + "\n")
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(
+        "model: {backbone: scratch, num_hidden_layers: 1, hidden_size: 32, num_attention_heads: 2, "
+        f"intermediate_size: 64, tokenizer_vocab_size: 200}}\ndata: {{train_files: [{corpus}], max_seq_length: 16}}\n"
+    )
+    untrained.main(["--config", str(protocol), "--seed", "3", str(tmp_path / "settings")])
+    assert (tmp_path / "settings" / "tokenizer" / "tokenizer.json").is_file()
+    run = tmp_path / "settings"  # a run folder as automlm-train leaves it: its settings and its tokenizer
+    settings = settings_dict(*parse_args(["--config", str(protocol), "--seed", "3"]))
+    (run / "training_config.json").write_text(json.dumps(settings))
+    untrained.main([str(run), str(tmp_path / "twin")])
+    first, twin = (load_file(folder / "final" / "model.safetensors") for folder in (run, tmp_path / "twin"))
+    assert first.keys() == twin.keys() and all(torch.equal(first[name], twin[name]) for name in first)
+    assert json.loads((tmp_path / "twin" / "settings.json").read_text())["seed"] == 3
+    out = capsys.readouterr().out
+    assert "Untrained model of" in out and "Untrained twin of" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["out"], "pass either RUN_DIR or --config"),
+        (["run", "out", "--config", "p.yaml"], "pass either RUN_DIR or --config"),
+        (["run", "out", "--seed", "1"], "--seed goes with --config"),
+    ],
+)
+def test_untrained_usage_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        untrained.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

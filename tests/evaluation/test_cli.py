@@ -53,9 +53,9 @@ def test_cli_writes_json_and_prints_table(tmp_path, capsys):
 def test_cli_bad_input_is_one_line_naming_the_fix(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     error = capsys.readouterr().err
-    assert error.startswith("automlm-eval: error: ")
+    assert error.startswith("automlm-eval: ")
     assert len(error.strip().splitlines()) == 1, error
     assert "Traceback" not in error
     assert re.search(message, error), error

@@ -196,7 +196,9 @@ def test_the_objective_names_the_anchor_of_a_run_that_used_one(export_dir):
 def test_card_main_in_process(export_dir, capsys):
     assert card_main([str(export_dir), "--model-id", "org/x", "--license", "mit"]) == 0
     assert load_card(export_dir).data.license == "mit"
-    assert card_main([str(export_dir / "missing")]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        card_main([str(export_dir / "missing")])
+    assert exit_info.value.code == 1
     assert "config.json" in capsys.readouterr().err
 
 

@@ -156,7 +156,9 @@ def test_push_defaults_and_token_from_environment(complete_dir, fake_hub, monkey
 def test_token_is_redacted_from_errors_and_logs(complete_dir, fake_hub, monkeypatch, capsys, caplog):
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
     fake_hub.fail_with = RuntimeError(f"401 Unauthorized for token {FAKE_TOKEN}")
-    assert push_main([str(complete_dir), "--repo-id", REPO_ID]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        push_main([str(complete_dir), "--repo-id", REPO_ID])
+    assert exit_info.value.code == 1
     captured = capsys.readouterr()
     assert "401 Unauthorized" in captured.err and "<redacted>" in captured.err
     assert_no_token(captured.out, captured.err, caplog.text)
@@ -172,7 +174,9 @@ def test_no_token_is_refused_before_any_call(complete_dir, fake_hub):
 def test_incomplete_folder_is_refused_naming_each_missing_file(complete_dir, fake_hub, capsys):
     for name in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md", "masking.py"):
         (complete_dir / name).unlink()
-    assert push_main([str(complete_dir), "--repo-id", REPO_ID, "--token", FAKE_TOKEN]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        push_main([str(complete_dir), "--repo-id", REPO_ID, "--token", FAKE_TOKEN])
+    assert exit_info.value.code == 1
     err = capsys.readouterr().err
     for needed in ("model.safetensors", "tokenizer.json", "README.md", "automlm-card", "masking.py"):
         assert needed in err

@@ -164,9 +164,12 @@ def test_from_backbone_builds_from_a_config_and_continues_an_automlm_folder(make
 
 
 def test_installed_backbone_resolvers_supply_a_local_copy(backbone_dir, tokenizer, monkeypatch):
-    """A Hub id that cannot be loaded (HF_HUB_OFFLINE=1, not cached) is replaced by what a resolver supplies."""
+    """A Hub id that cannot be loaded (HF_HUB_OFFLINE=1, not cached) is replaced by what a resolver supplies; the
+    resolution lives in the trainer (`training.model`), not in the modeling file an exported model ships."""
     import modeling_automlm.modeling_automlm as modeling
+    import training.model as resolution
 
+    assert not hasattr(modeling, "entry_points") and not hasattr(modeling, "resolve_backbone")
     folder = backbone_dir("bert")
     calls = []
 
@@ -179,15 +182,15 @@ def test_installed_backbone_resolvers_supply_a_local_copy(backbone_dir, tokenize
             return resolver
 
     monkeypatch.setattr(
-        modeling, "entry_points", lambda group: [EntryPoint()] if group == modeling.BACKBONE_RESOLVERS else []
+        resolution, "entry_points", lambda group: [EntryPoint()] if group == resolution.BACKBONE_RESOLVERS else []
     )
-    assert modeling.resolve_backbone("automlm-tests/other") == "automlm-tests/other"
-    assert modeling.resolve_backbone(str(folder)) == str(folder)  # a local folder is never swapped
-    model = AutoMLMForPreTraining.from_backbone("automlm-tests/offline-only")
+    assert resolution.resolve_backbone("automlm-tests/other") == "automlm-tests/other"
+    assert resolution.resolve_backbone(str(folder)) == str(folder)  # a local folder is never swapped
+    model = AutoMLMForPreTraining.from_backbone(resolution.resolve_backbone("automlm-tests/offline-only"))
     expected = AutoModel.from_pretrained(folder).state_dict()
     for name, value in model.automlm.encoder.state_dict().items():
         torch.testing.assert_close(value, expected[name])
     assert ("automlm-tests/offline-only", False) in calls and ("automlm-tests/offline-only", True) in calls
-    monkeypatch.setattr(modeling, "entry_points", lambda group: [])
+    monkeypatch.setattr(resolution, "entry_points", lambda group: [])
     with pytest.raises(OSError):
-        AutoMLMForPreTraining.from_backbone("automlm-tests/offline-only")
+        AutoMLMForPreTraining.from_backbone(resolution.resolve_backbone("automlm-tests/offline-only"))

@@ -203,5 +203,7 @@ def test_contrastive_term_left_to_the_caller(make_model, masked_batch):
         partial = model(**batch, masked_input_ids=masked, mlm_labels=labels, compute_contrastive_loss=False)
     assert partial.cl_loss is None and partial.positive_embedding is not None
     assert partial.loss.item() == pytest.approx(0.3 * full.auto_mlm_loss.item() + 0.5 * full.mlm_loss.item(), rel=1e-6)
-    rebuilt = model.joint_loss(full.cl_loss, partial.auto_mlm_loss, partial.mlm_loss)
+    rebuilt = model.joint_loss(
+        {"cl_loss": full.cl_loss, "auto_mlm_loss": partial.auto_mlm_loss, "mlm_loss": partial.mlm_loss}
+    )
     assert rebuilt.item() == pytest.approx(full.loss.item(), rel=1e-6)

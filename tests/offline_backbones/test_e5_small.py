@@ -183,12 +183,14 @@ def test_missing_package_names_the_extra(module, cache_root, monkeypatch, tmp_pa
         resolve_backbone(BASE_MODEL)
     assert resolve_backbone("bert-base-uncased") == "bert-base-uncased"  # only the e5 swap needs the extra
 
-    assert cli.main(["--output", str(tmp_path / "out")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and EXTRA in err
 
 
-def test_cli_bad_output_is_one_line_and_exit_2(tmp_path):
+def test_cli_bad_output_is_one_line_and_exit_1(tmp_path):
     existing_file = tmp_path / "taken"
     existing_file.write_text("not a folder")
     result = subprocess.run(
@@ -197,10 +199,10 @@ def test_cli_bad_output_is_one_line_and_exit_2(tmp_path):
         text=True,
         check=False,
     )
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith("automlm-import-backbone: error:") and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"automlm-import-backbone: {existing_file}") and "Traceback" not in result.stderr
     assert existing_file.read_text() == "not a folder"
 
 

@@ -10,8 +10,12 @@ accelerator's state to FSDP right after it is built, with the plugin the launche
 `prepare` on, everything is accelerate's own FSDP2 code. On GPUs (benchmarks/gpu.sh) nothing is switched.
 
 Rank 0 writes `fsdp.json` in the output folder (the loop) or RESULT.json (the loss): the distributed type, whether
-the prepared model is an FSDP module and which of its parameters are sharded. Each process of the loop writes its
-process id to `pids/<rank>` in the output folder.
+the prepared model is an FSDP module and which of its parameters are sharded.
+
+For the test that launches it: each process writes its process id to `<AUTOMLM_TEST_PIDS>/<rank>` (the launcher
+starts each worker in a session of its own, out of the launcher's process group); with `AUTOMLM_TEST_HALT_AT_STEP=N`
+the loop's processes stop before their optimizer step N + 1, write `halted/<rank>` in the output folder and wait to
+be killed, a fixed point to kill the run at.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,21 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 REPORT = "fsdp.json"
+PIDS = "AUTOMLM_TEST_PIDS"
+HALT_AT_STEP = "AUTOMLM_TEST_HALT_AT_STEP"
+HALTED = "halted"
+
+
+def rank() -> str:
+    return os.environ.get("RANK", "0")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A reader sees the whole file or none: the test reads it while this process runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.partial")
+    scratch.write_text(text)
+    os.replace(scratch, path)
 
 
 def fsdp_on_cpu(accelerator: Accelerator) -> Accelerator:
@@ -68,13 +88,11 @@ def record_preparation(accelerator: Accelerator, path: Path) -> None:
 
 
 def run_loop(argv: list[str]) -> None:
+    import training.build as build
     import training.train as loop
 
-    build_accelerator = loop.build_accelerator
+    build_accelerator = build.build_accelerator
     output_dir = Path(argv[argv.index("--output_dir") + 1])
-    pids = output_dir / "pids"  # for a test that kills the run
-    pids.mkdir(parents=True, exist_ok=True)
-    (pids / os.environ.get("RANK", "0")).write_text(str(os.getpid()))
 
     def build_fsdp_accelerator(args: Any) -> Accelerator:
         accelerator = fsdp_on_cpu(build_accelerator(args))
@@ -82,8 +100,25 @@ def run_loop(argv: list[str]) -> None:
         record_preparation(accelerator, output_dir / REPORT)
         return accelerator
 
-    loop.build_accelerator = build_fsdp_accelerator
+    build.build_accelerator = build_fsdp_accelerator
+    if os.environ.get(HALT_AT_STEP):
+        halt_at_step(loop, int(os.environ[HALT_AT_STEP]), output_dir / HALTED)
     loop.main(argv)
+
+
+def halt_at_step(loop: Any, step: int, halted: Path) -> None:
+    """Make the loop's processes stop before their optimizer step `step + 1` (steps up to `step` done), write
+    `halted/<rank>` and sleep until killed. No process is inside a collective then: each stops before its forward."""
+    training_step = loop.training_step
+
+    def halting_step(run: Any, batch: dict[str, torch.Tensor], skip_update: bool) -> Any:
+        if run.state.step == step:
+            write_atomically(halted / rank(), str(os.getpid()))
+            while True:
+                time.sleep(1)
+        return training_step(run, batch, skip_update)
+
+    loop.training_step = halting_step
 
 
 def run_loss(setup_file: Path, result_file: Path) -> None:
@@ -122,6 +157,8 @@ def run_loss(setup_file: Path, result_file: Path) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get(PIDS):
+        write_atomically(Path(os.environ[PIDS]) / rank(), str(os.getpid()))
     if sys.argv[1] == "loss":
         run_loss(Path(sys.argv[2]), Path(sys.argv[3]))
     elif sys.argv[1] == "train":

@@ -11,10 +11,16 @@ The test marked `xfail(strict=True)` shows what does not work yet (full sharding
 names the fix. It fails the run once the fix lands (strict), as a reminder to remove the marker. Export, dev
 evaluation and resume work: the loop gathers the shards with `accelerator.get_state_dict` before it saves, and the
 backbone's unused pooler is frozen so that every trainable parameter has optimizer state.
+
+Every launch runs in a session of its own and is killed, workers included, when it fails or outlives
+`LAUNCH_TIMEOUT` (`finish`, `kill`): a hung collective fails its test instead of holding CI, and leaves no process
+behind. The run to be killed stops at a fixed step and says so (`fsdp_worker.py`, `AUTOMLM_TEST_HALT_AT_STEP`), so
+the test kills it there rather than wherever a poll happens to catch it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -44,6 +50,11 @@ PROCESSES = 2 if DEVICE == "cpu" else min(2, torch.cuda.device_count())
 # 5 micro-batches an epoch on 2 processes, 10 on one: no checkpoint before the last falls on an epoch's end, where a
 # resumed run does not yet replay the random state exactly (with one process too: a matter of the loop, not of FSDP).
 MAX_STEPS, SAVE_STEPS = 14, 3
+# The killed run stops before step SAVE_STEPS + 2: step SAVE_STEPS + 1 is taken and lost, the resume redoes it.
+HALT_STEP = SAVE_STEPS + 1
+LAUNCH_TIMEOUT = 300  # seconds; a launch here takes well under a minute, one that takes longer is stuck
+# What fsdp_worker.py reads (not imported from it: it imports FSDP2, which `_fsdp_unavailable` checks first).
+PIDS, HALT_AT_STEP, HALTED = "AUTOMLM_TEST_PIDS", "AUTOMLM_TEST_HALT_AT_STEP", "halted"
 # A collective that torch's gloo backend lacks (FSDP2 needs all-gather and reduce-scatter into flat tensors).
 GLOO_UNSUPPORTED = re.compile(r"[^\n]*gloo[^\n]*(?:does not support|not supported|unsupported)[^\n]*", re.IGNORECASE)
 FULL_SHARD_FIX = (
@@ -66,9 +77,12 @@ def _fsdp_unavailable() -> str | None:
     return None
 
 
-def launch(*worker_args: str, log: Path, launcher_options: tuple[str, ...] = (), **popen) -> subprocess.Popen:
-    """Start `fsdp_worker.py` under `accelerate launch --config_file configs/accelerate/fsdp.yaml`, its output to
-    `log` (a file, not a pipe: a run that is not read while it runs must not block on a full pipe)."""
+def launch(
+    *worker_args: str, log: Path, launcher_options: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start `fsdp_worker.py` under `accelerate launch --config_file configs/accelerate/fsdp.yaml`, in a session of
+    its own, its output to `log` (a file, not a pipe: a run that is not read while it runs must not block on a full
+    pipe). Its workers write their process ids beside `log` (see `kill`)."""
     reason = _fsdp_unavailable()
     if reason:
         pytest.skip(reason)
@@ -78,19 +92,65 @@ def launch(*worker_args: str, log: Path, launcher_options: tuple[str, ...] = (),
         "--dynamo_backend", "no", "--main_process_port", str(_free_port()), *launcher_options,
         str(WORKER), *worker_args,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "AUTOMLM_TEST_FSDP_DEVICE": DEVICE}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "AUTOMLM_TEST_FSDP_DEVICE": DEVICE,
+           PIDS: str(_pid_folder(log)), **(env or {})}  # fmt: skip
     with log.open("w") as output:
-        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, **popen)
+        return subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def finish(process: subprocess.Popen, log: Path, timeout: float = 600) -> tuple[int, str]:
-    """Wait for a launch; skip when it failed for a gloo collective this torch lacks. Returns (exit code, output)."""
-    process.wait(timeout=timeout)
+def _pid_folder(log: Path) -> Path:
+    return log.with_name(f"{log.name}.pids")
+
+
+def kill(process: subprocess.Popen, log: Path) -> None:
+    """Kill a launch and everything it started; nothing to do for one that ended and took its workers with it.
+
+    torch's launcher starts each worker in a session of its own, out of the launcher's process group: each worker's
+    group is killed (a process id is trusted only while its command line is still the worker's), then the launcher's.
+    """
+    for pid_file in sorted(_pid_folder(log).glob("[0-9]*")):  # one file per rank (written beside, then renamed)
+        pid = int(pid_file.read_text())
+        try:
+            is_worker = WORKER.name.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # ended (or no /proc)
+            continue
+        if is_worker:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: float = LAUNCH_TIMEOUT) -> tuple[int, str]:
+    """Wait for a launch, at most `timeout` seconds, and kill whatever of it is left; skip when it failed for a gloo
+    collective this torch lacks. Returns (exit code, output)."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the launch did not end within {timeout} s (killed); its output ends with:\n"
+                    f"{log.read_text()[-4000:]}")  # fmt: skip
+    finally:
+        kill(process, log)
     stderr = log.read_text()
     unsupported = GLOO_UNSUPPORTED.search(stderr)
     if process.returncode and unsupported:
         pytest.skip(f"torch {torch.__version__}: FSDP on CPU needs a collective gloo lacks: {unsupported[0].strip()}")
     return process.returncode, stderr
+
+
+def wait_until_halted(process: subprocess.Popen, log: Path, halted: Path, timeout: float = LAUNCH_TIMEOUT) -> None:
+    """Wait until every process of a launch with `AUTOMLM_TEST_HALT_AT_STEP` has stopped there (each writes
+    `halted/<rank>`, then sleeps): fail if the launch ends first or takes longer than `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while len(list(halted.glob("[0-9]*"))) < PROCESSES:
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit code {process.returncode}) before it halted at step {HALT_STEP}; its "
+                        f"output ends with:\n{log.read_text()[-4000:]}")  # fmt: skip
+        if time.monotonic() > deadline:
+            pytest.fail(f"the run did not halt at step {HALT_STEP} within {timeout} s; its output ends with:\n"
+                        f"{log.read_text()[-4000:]}")  # fmt: skip
+        time.sleep(0.1)
 
 
 def loop_args(workspace: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -237,18 +297,15 @@ def test_the_loop_under_fsdp_exports_a_model_that_loads(uninterrupted, tmp_path)
 
 @pytest.mark.slow
 def test_a_killed_fsdp_run_resumes_to_exactly_the_uninterrupted_weights(workspace, uninterrupted, tmp_path):
-    interrupted = tmp_path / "interrupted"
-    process = launch("train", *loop_args(workspace, interrupted), log=tmp_path / "killed.log", start_new_session=True)
-    deadline = time.time() + 300
-    while not complete_checkpoints(interrupted / "checkpoints") and time.time() < deadline:
-        time.sleep(0.05)
-    # The launcher starts each worker in a session of its own: kill the workers, then the launcher.
-    for pid_file in (interrupted / "pids").iterdir():
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
+    interrupted, log = tmp_path / "interrupted", tmp_path / "killed.log"
+    process = launch("train", *loop_args(workspace, interrupted), log=log, env={HALT_AT_STEP: str(HALT_STEP)})
+    try:
+        wait_until_halted(process, log, interrupted / HALTED)
+    finally:
+        kill(process, log)
     killed_at = complete_checkpoints(interrupted / "checkpoints")[-1]
-    assert killed_at.name != f"checkpoint-{MAX_STEPS}", "the run ended before it was killed; the test proves nothing"
+    # Halted after step HALT_STEP, before its checkpoint: the resumed run starts from the one before and redoes it.
+    assert killed_at.name == f"checkpoint-{SAVE_STEPS}", "the run was not killed where it halted"
     log = tmp_path / "resumed.log"
     _, stderr = finish(launch("train", *loop_args(workspace, interrupted, "--resume"), log=log), log)
 

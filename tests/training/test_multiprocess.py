@@ -20,20 +20,27 @@ def _free_port() -> int:
 
 
 def global_batch_setup(make_config, tokenizer, sentences, folder: Path) -> tuple[AutoMLMForPreTraining, dict]:
-    """A model and a global batch of 8 whose halves mask the same tokens, also written to `folder/setup.json` for the
-    worker processes (each takes its half)."""
+    """A model and a global batch of 8 different sentences, also written to `folder/setup.json` for the worker
+    processes (each takes its half).
+
+    Each sentence has two masked tokens, so that both halves mask as many tokens: the mean of the halves' Auto-MLM
+    losses (token means) is then the global batch's. The halves hold different sentences, so each process's gradient
+    differs from the global one: only their average, DDP's all-reduce, equals it.
+    """
     config = make_config(auto_mlm_weight=0.5)
     torch.manual_seed(0)
     model = AutoMLMForPreTraining(config).eval()
     batch = tokenizer(sentences[:8], padding=True, return_tensors="pt")
-    # Same masked tokens in every half, so that the token-level Auto-MLM mean is the same either way.
-    masked, labels = model.mask(batch["input_ids"][:4], batch["attention_mask"][:4],
-                                generator=torch.Generator().manual_seed(0))  # fmt: skip
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    content = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(config.special_token_ids))
+    assert (content.sum(dim=1) >= 2).all()
+    scores = torch.rand(input_ids.shape, generator=torch.Generator().manual_seed(0)).masked_fill(~content, -1.0)
+    masked = torch.zeros_like(content).scatter_(1, scores.topk(2, dim=1).indices, True)  # (8, seq_len)
     inputs = {
-        "input_ids": torch.cat([batch["input_ids"][:4], batch["input_ids"][:4].flip(0)]),
-        "attention_mask": torch.cat([batch["attention_mask"][:4], batch["attention_mask"][:4].flip(0)]),
-        "masked_input_ids": torch.cat([masked, masked.flip(0)]),
-        "mlm_labels": torch.cat([labels, labels.flip(0)]),
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "masked_input_ids": input_ids.masked_fill(masked, config.mask_token_id),
+        "mlm_labels": input_ids.masked_fill(~masked, -100),
     }
     setup = {"config": config.to_dict(), "state": {k: v.tolist() for k, v in model.state_dict().items()},
              **{key: value.tolist() for key, value in inputs.items()}}  # fmt: skip
@@ -46,9 +53,8 @@ def global_batch_setup(make_config, tokenizer, sentences, folder: Path) -> tuple
 @pytest.mark.parametrize("chunk_size", [None, 3], ids=["uncached", "gradient caching in chunks of 3"])
 def test_two_processes_match_one_process_on_the_global_batch(make_config, tokenizer, sentences, tmp_path, chunk_size):
     """Cross-process negatives: two processes on half the batch each give the one-process loss and gradients, with
-    the ordinary step and with the cached step. The halves hold the same sentences (so that their masked-token means
-    agree), which makes each process's gradient the global one: this checks the gathered negatives, not DDP's
-    gradient all-reduce."""
+    the ordinary step and with the cached step. The halves hold different sentences, so this checks both the
+    gathered negatives and DDP's gradient all-reduce (without it, rank 0's gradients are its half's)."""
     model, inputs = global_batch_setup(make_config, tokenizer, sentences, tmp_path)
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

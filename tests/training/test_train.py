@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,29 +17,10 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 from tests.conftest import SENTENCES, tiny_encoder_config
+from tests.training.conftest import TINY, run_args
 from training.arguments import parse_args
-from training.checkpoints import COMPLETE_MARKER, complete_checkpoints
+from training.checkpoints import MANIFEST, complete_checkpoints
 from training.train import train
-
-TINY = [
-    "--backbone", "scratch", "--num_hidden_layers", "1", "--hidden_size", "32", "--num_attention_heads", "2",
-    "--intermediate_size", "64",
-    "--tokenizer_vocab_size", "200", "--per_device_train_batch_size", "8", "--max_seq_length", "16",
-    "--report_to", "none", "--logging_steps", "2", "--learning_rate", "1e-3", "--export_plain", "false",
-    "--head_pretraining_steps", "20",
-]  # fmt: skip
-
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    path = tmp_path / "corpus" / "mixed.txt"
-    path.parent.mkdir()
-    path.write_text("\n".join(SENTENCES * 4 + [f"{s} number {i}" for i, s in enumerate(SENTENCES * 3)]) + "\n")
-    return path
-
-
-def run_args(corpus_file, output_dir, *extra):
-    return [*TINY, "--train_files", str(corpus_file), "--output_dir", str(output_dir), *extra]
 
 
 @pytest.mark.slow
@@ -62,17 +44,45 @@ def test_training_exports_a_complete_folder_that_loads(corpus_file, tmp_path):
     assert embeddings.shape == (1, 32)
 
 
+@pytest.mark.slow
+def test_the_defaults_log_to_tensorboard_and_export_a_plain_copy(corpus_file, tmp_path):
+    """What a user gets without `--report_to` and `--export_plain` (every other test turns both off)."""
+    from sentence_transformers import SentenceTransformer
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    defaults = {"--report_to", "--export_plain"}
+    argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "0")
+    argv = [a for i, a in enumerate(argv) if a not in defaults and (i == 0 or argv[i - 1] not in defaults)]
+    summary = train(*parse_args(argv))
+
+    (events,) = (tmp_path / "out" / "logs" / "automlm").glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events))
+    scalars.Reload()
+    history = {record["step"]: record for record in summary["history"]}
+    assert sorted(history) == [2, 4]
+    for key in ("loss", "cl_loss", "auto_mlm_loss", "learning_rate", "uniformity"):
+        logged = {event.step: event.value for event in scalars.Scalars(key)}
+        assert logged == pytest.approx({step: record[key] for step, record in history.items()}, rel=1e-6), key
+
+    final, plain = tmp_path / "out" / "final", tmp_path / "out" / "final-plain"
+    config = json.loads((plain / "config.json").read_text())
+    assert config["model_type"] == "bert" and "auto_map" not in config and not list(plain.glob("*.py"))
+    expected = SentenceTransformer(str(final), trust_remote_code=True, device="cpu").encode(SENTENCES)
+    embeddings = SentenceTransformer(str(plain), device="cpu").encode(SENTENCES)
+    torch.testing.assert_close(torch.as_tensor(embeddings), torch.as_tensor(expected), atol=1e-5, rtol=1e-4)
+
+
 def test_an_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(corpus_file, tmp_path):
     with pytest.raises(ValueError, match="no complete checkpoint"):
         train(*parse_args(run_args(corpus_file, tmp_path / "out", "--resume")))
     (tmp_path / "out" / "checkpoints" / "checkpoint-5").mkdir(parents=True)
-    (tmp_path / "out" / "checkpoints" / "checkpoint-5" / COMPLETE_MARKER).write_text("{}")
+    (tmp_path / "out" / "checkpoints" / "checkpoint-5" / MANIFEST).write_text("{}")
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train(*parse_args(run_args(corpus_file, tmp_path / "out")))
 
 
 @pytest.mark.parametrize("kind", ["missing folder", "folder without a model", "Hub id not in the cache"])
-def test_a_backbone_that_cannot_be_loaded_ends_the_command_with_one_line(corpus_file, tmp_path, kind):
+def test_a_backbone_that_cannot_be_loaded_ends_the_command_with_one_line(corpus_file, tmp_path, kind, capsys):
     from training.train import main
 
     backbone = {
@@ -82,7 +92,8 @@ def test_a_backbone_that_cannot_be_loaded_ends_the_command_with_one_line(corpus_
     }[kind]
     with pytest.raises(SystemExit) as stopped:
         main(run_args(corpus_file, tmp_path / "out", "--backbone", backbone))
-    message = str(stopped.value.code)
+    assert stopped.value.code == 1
+    (message,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert message.startswith(f"automlm-train: --backbone {backbone}: ") and "\n" not in message
     assert "'scratch'" in message  # the fix is named
     if kind == "Hub id not in the cache":
@@ -90,7 +101,7 @@ def test_a_backbone_that_cannot_be_loaded_ends_the_command_with_one_line(corpus_
 
 
 @pytest.mark.parametrize("case", ["output_dir is a file", "config not YAML", "config not JSON", "batch of one"])
-def test_bad_input_ends_the_command_with_one_line_and_touches_nothing(corpus_file, tmp_path, case):
+def test_bad_input_ends_the_command_with_one_line_and_touches_nothing(corpus_file, tmp_path, case, capsys):
     from training.train import main
 
     existing = tmp_path / "out"  # a finished run's folder: must be left exactly as it is
@@ -105,13 +116,16 @@ def test_bad_input_ends_the_command_with_one_line_and_touches_nothing(corpus_fil
     before = corpus_file.read_bytes()
     with pytest.raises(SystemExit) as stopped:
         main([*run_args(corpus_file, existing), *extra])
-    message = str(stopped.value.code)
+    assert stopped.value.code == 1
+    (message,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert message.startswith("automlm-train: ") and expected in message and "\n" not in message
     assert sorted(p.name for p in existing.iterdir()) == ["model.safetensors"]
     assert (existing / "model.safetensors").read_bytes() == b"weights" and corpus_file.read_bytes() == before
 
 
-def test_a_disk_without_room_for_a_checkpoint_ends_the_command_with_one_line(corpus_file, tmp_path, monkeypatch):
+def test_a_disk_without_room_for_a_checkpoint_ends_the_command_with_one_line(
+    corpus_file, tmp_path, monkeypatch, capsys
+):
     import shutil
 
     from training.train import main
@@ -120,7 +134,8 @@ def test_a_disk_without_room_for_a_checkpoint_ends_the_command_with_one_line(cor
     monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
     with pytest.raises(SystemExit) as stopped:
         main(run_args(corpus_file, tmp_path / "out"))
-    message = str(stopped.value.code)
+    assert stopped.value.code == 1
+    (message,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert message.startswith("automlm-train: --output_dir ") and "GB free" in message and "\n" not in message
     # Stopped before any step: at most the tokenizer a run from scratch trains first.
     assert not {"checkpoints", "final"} & {p.name for p in (tmp_path / "out").glob("*")}
@@ -163,7 +178,7 @@ def test_only_complete_checkpoints_count(tmp_path):
                            ("checkpoint-5", True)]:  # fmt: skip
         (tmp_path / name).mkdir()
         if complete:
-            (tmp_path / name / COMPLETE_MARKER).write_text("{}")
+            (tmp_path / name / MANIFEST).write_text("{}")
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["checkpoint-5", "checkpoint-10"]
 
 
@@ -269,21 +284,119 @@ def test_dev_evaluation_tracks_the_best_step_and_exports_it(corpus_file, tmp_pat
     assert (tmp_path / "out" / "final" / "auto_mlm_head_source.json").is_file()
 
 
+def trace_the_loop(monkeypatch) -> list[dict[str, Any]]:
+    """Hooks on the model and the optimizer that `train` sets up (after the Auto-MLM head is pretrained).
+
+    Returns one record per optimizer step: the rows of each model forward, the calls of a linear layer inside the
+    encoder's first layer (checkpointing runs it again in the backward), the dtypes of the encoder's linear outputs,
+    the masks drawn (word ids and labels), and, for each backward, the gradient it added to the word embeddings and
+    their `.grad` after it."""
+    import training.build as build
+
+    steps: list[dict[str, Any]] = []
+
+    def fresh() -> dict[str, Any]:
+        return {"rows": [], "layer_calls": 0, "dtypes": set(), "masks": [], "added": [], "grads": []}
+
+    trace = fresh()
+    build_optimizer = build.build_optimizer
+
+    def traced_build_optimizer(model, args):
+        optimizer = build_optimizer(model, args)
+
+        def on_forward(module, args, kwargs):
+            trace["rows"].append(kwargs["input_ids"].shape[0])
+
+        def on_layer(module, args, output):
+            trace["layer_calls"] += 1
+
+        def on_step(optimizer, args, kwargs):
+            nonlocal trace
+            steps.append(trace)
+            trace = fresh()
+
+        mask = model.mask
+
+        def traced_mask(input_ids, attention_mask, word_ids=None, special_tokens_mask=None, generator=None):
+            masked, labels = mask(input_ids, attention_mask, word_ids, special_tokens_mask, generator)
+            trace["masks"].append((word_ids, labels))
+            return masked, labels
+
+        model.register_forward_pre_hook(on_forward, with_kwargs=True)
+        first_layer = model.automlm.encoder.encoder.layer[0]  # checkpointed as a whole: what is inside it runs again
+        next(m for m in first_layer.modules() if isinstance(m, torch.nn.Linear)).register_forward_hook(on_layer)
+        for module in model.automlm.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.register_forward_hook(lambda module, args, output: trace["dtypes"].add(output.dtype))
+        model.mask = traced_mask
+        weight = model.get_input_embeddings().weight
+        weight.register_hook(lambda grad: trace["added"].append(grad.detach().clone()))
+        weight.register_post_accumulate_grad_hook(lambda p: trace["grads"].append(p.grad.detach().clone()))
+        optimizer.register_step_pre_hook(on_step)
+        return optimizer
+
+    monkeypatch.setattr(build, "build_optimizer", traced_build_optimizer)
+    return steps
+
+
+def assert_whole_words_masked(word_ids: torch.Tensor, labels: torch.Tensor) -> int:
+    """Each word's tokens are all masked or none; returns how many masked words have more than one token."""
+    multi_token = 0
+    for row_words, row_labels in zip(word_ids.tolist(), labels.tolist()):
+        for word in set(row_words) - {-1}:
+            masked = {label != -100 for w, label in zip(row_words, row_labels) if w == word}
+            assert len(masked) == 1, f"word {word} of {row_words} is partly masked: {row_labels}"
+            multi_token += masked == {True} and row_words.count(word) > 1
+    return multi_token
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [
         ["--gradient_checkpointing", "--gradient_accumulation_steps", "2"],
-        ["--mixed_precision", "bf16", "--lr_scheduler_type", "cosine"],
+        ["--mixed_precision", "bf16", "--lr_scheduler_type", "cosine", "--logging_steps", "1"],
         ["--masking_scheme", "whole_word", "--mlm_weight", "0.1", "--head_fusion", "concat"],
         ["--gradient_cache_chunk_size", "3"],
     ],
+    ids=["checkpointing+accumulation", "bf16+cosine", "whole words", "gradient cache"],
 )
-def test_loop_options(corpus_file, tmp_path, options):
+def test_loop_options(corpus_file, tmp_path, monkeypatch, options):
+    """Each option does what it says, seen from hooks on the model and the optimizer, not only finite losses."""
+    steps = trace_the_loop(monkeypatch)
     summary = train(*parse_args(run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "0",
                                          *options)))  # fmt: skip
     assert summary["steps"] == 4 and summary["nonfinite_steps"] == 0
     assert all(math.isfinite(record["loss"]) for record in summary["history"])
+    assert len(steps) == 4  # optimizer steps
+    accumulation = 2 if "--gradient_accumulation_steps" in options else 1
+    assert summary["sentences_seen"] == 4 * 8 * accumulation
+    for step in steps:
+        if "--gradient_cache_chunk_size" in options:  # chunks of 3 of the batch of 8, without then with a graph
+            assert step["rows"] == [3, 3, 2, 3, 3, 2]
+        else:  # every micro-batch of the step, whole
+            assert step["rows"] == [8] * accumulation
+        # Gradients add up over the backwards of a step (micro-batches, chunks) before the update.
+        backwards = 3 if "--gradient_cache_chunk_size" in options else accumulation
+        assert len(step["added"]) == len(step["grads"]) == backwards
+        torch.testing.assert_close(torch.stack(step["grads"]), torch.stack(step["added"]).cumsum(0))
+        # Checkpointed layers run again in the backward.
+        assert step["layer_calls"] == len(step["rows"]) * (2 if "--gradient_checkpointing" in options else 1)
+        # bf16: the encoder's matrix products run under autocast.
+        assert step["dtypes"] == {torch.bfloat16 if "bf16" in options else torch.float32}
+    rates = {record["step"]: record["learning_rate"] for record in summary["history"]}
+    if "cosine" in options:  # no warmup in 4 steps (warmup_ratio 0.1)
+        assert rates == pytest.approx({s: 1e-3 * 0.5 * (1 + math.cos(math.pi * s / 4)) for s in (1, 2, 3, 4)})
+    else:
+        assert rates == pytest.approx({s: 1e-3 * (1 - s / 4) for s in (2, 4)})
+    masks = [mask for step in steps for mask in step["masks"]]
+    assert len(masks) == 4 * accumulation
+    if "whole_word" in options:
+        assert sum(assert_whole_words_masked(word_ids, labels) for word_ids, labels in masks) > 0
+        assert "mlm_loss" in summary["history"][-1]
+        assert json.loads((tmp_path / "out" / "final" / "config.json").read_text())["head_fusion"] == "concat"
+    else:
+        assert all(word_ids is None for word_ids, _ in masks)
 
 
 def test_the_log_shows_a_small_learning_rate_instead_of_zero(corpus_file, tmp_path, caplog):
@@ -314,7 +427,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(corpus_file, tmp_path, m
 
 
 def test_untrained_export_reuses_a_run_tokenizer_and_is_seeded(corpus_file, tmp_path):
-    from training.train import export_untrained
+    from training.export import export_untrained
 
     model_args, data_args, _ = parse_args(run_args(corpus_file, tmp_path / "out"))
     first = export_untrained(model_args, data_args, 7, tmp_path / "tok", tmp_path / "a", train_tokenizer=True)
@@ -328,7 +441,7 @@ def test_untrained_export_reuses_a_run_tokenizer_and_is_seeded(corpus_file, tmp_
 
 @pytest.mark.parametrize("option", ["--freeze_word_embeddings", "--head_warmup_steps"])
 def test_frozen_word_embeddings_and_head_warmup_leave_the_encoder_as_it_was(corpus_file, tmp_path, option):
-    from training.train import export_untrained
+    from training.export import export_untrained
 
     value = "true" if option == "--freeze_word_embeddings" else "3"
     argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "3", "--save_steps", "0", option, value)
@@ -352,7 +465,7 @@ def test_frozen_word_embeddings_and_head_warmup_leave_the_encoder_as_it_was(corp
 def test_the_anchor_holds_the_embeddings_near_the_starting_encoder(corpus_file, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from training.train import export_untrained
+    from training.export import export_untrained
 
     drift, history = {}, {}
     for weight in ("0", "50"):
@@ -379,7 +492,7 @@ def test_the_anchor_holds_the_embeddings_near_the_starting_encoder(corpus_file, 
 @pytest.mark.parametrize("head_learning_rate", [None, 1e-2])
 def test_the_heads_get_their_own_learning_rate(make_model, head_learning_rate):
     from training.arguments import PretrainingArguments
-    from training.train import build_optimizer
+    from training.build import build_optimizer
 
     model = make_model(auto_mlm_weight=0.1, mlm_weight=0.1)
     args = PretrainingArguments(learning_rate=1e-5, head_learning_rate=head_learning_rate)
@@ -397,15 +510,15 @@ def test_the_heads_get_their_own_learning_rate(make_model, head_learning_rate):
 
 
 def test_when_step_0_is_best_on_dev_the_untouched_model_is_exported(corpus_file, tmp_path, monkeypatch):
-    import training.train as loop
-    from training.train import export_untrained
+    import training.dev as dev
+    from training.export import export_untrained
 
     scores = iter([0.9, 0.5, 0.4])  # dev nDCG@10 at steps 0, 2, 4: training only made it worse
 
     def fake_dev_evaluate(*args, **kwargs):
         return {"macro": {"ndcg@10": next(scores)}, "split": "dev"}
 
-    monkeypatch.setattr(loop, "dev_evaluate", fake_dev_evaluate)
+    monkeypatch.setattr(dev, "dev_evaluate", fake_dev_evaluate)
     dev = Path(__file__).parents[1] / "fixtures" / "beir_tiny"
     # A random head: `export_untrained`, the reference, does not pretrain one.
     argv = run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "0", "--eval_steps", "2",

@@ -64,7 +64,7 @@ from modeling_automlm.masking import IGNORE_INDEX
 from modeling_automlm.modeling_automlm import AutoMLMPredictionHead, masked_lm_loss
 
 SHAPES: dict[str, dict[str, int]] = {
-    # The project's embedded default model.
+    # A 4-layer, 256-wide BERT: the shape of configs/scratch-mini.yaml (there with 16k tokens), once the default.
     "default": {"layers": 4, "hidden": 256, "heads": 4, "intermediate": 1024, "vocab": 32000},
     "xlmr-base": {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072, "vocab": 250002},
     # intfloat/multilingual-e5-small: a BERT model with XLM-R's vocabulary; 96 M of its 118 M parameters are the

@@ -157,7 +157,7 @@ def test_a_bug_keeps_its_traceback(capsys):
 
 
 def test_the_evaluation_details_filter():
-    keep = cli.HideEvaluationDetails().filter
+    keep = cli.HideDetails().filter
     record = logging.LogRecord("evaluation.evaluate", logging.INFO, __file__, 1, "en: 0.5", None, None)
     assert not keep(record)
     record.levelno = logging.WARNING

@@ -66,27 +66,31 @@ class UserError(Exception):
     """A failure the user can act on whose message is already complete, e.g. a Hub refusal: reported as it is."""
 
 
-class HideEvaluationDetails(logging.Filter):
-    """Keep the INFO lines of `evaluation.evaluate` (one per language) off the console; its warnings still show."""
+DETAIL_LOGGERS = ("evaluation.evaluate", "training.progress")
+"""Loggers whose INFO lines are details: the dev evaluation's line per language, the trainer's per logging step."""
+
+
+class HideDetails(logging.Filter):
+    """Keep the INFO lines of `DETAIL_LOGGERS` off the console (the run's log file keeps them); warnings still show."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name != "evaluation.evaluate" or record.levelno > logging.INFO
+        return record.name not in DETAIL_LOGGERS or record.levelno > logging.INFO
 
 
-def setup_logging(*, hide_evaluation_details: bool = False) -> None:
+def setup_logging(*, hide_details: bool = False) -> None:
     """The console logging of every script: INFO on stderr, with time, level and logger; noisy libraries at WARNING.
 
     Args:
-        hide_evaluation_details: drop the per-language INFO lines of `evaluation.evaluate` (``automlm-train``
-            prints one line per dev evaluation of its own).
+        hide_details: drop the INFO lines of `DETAIL_LOGGERS` (``automlm-train`` prints one line per dev
+            evaluation of its own; its log file keeps everything).
     """
     logging.basicConfig(format=LOG_FORMAT, level=logging.INFO, stream=sys.stderr)
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if hide_evaluation_details:
+    if hide_details:
         for handler in logging.getLogger().handlers:
-            if not any(isinstance(f, HideEvaluationDetails) for f in handler.filters):
-                handler.addFilter(HideEvaluationDetails())
+            if not any(isinstance(f, HideDetails) for f in handler.filters):
+                handler.addFilter(HideDetails())
 
 
 def describe(error: BaseException) -> str:
@@ -105,7 +109,7 @@ def run(
     argv: Sequence[str] | None = None,
     *,
     user_errors: tuple[type[BaseException], ...] = (),
-    hide_evaluation_details: bool = False,
+    hide_details: bool = False,
 ) -> int:
     """Run one console script: set up logging, call ``main(argv)``, and turn a user error into one line and exit 1.
 
@@ -115,7 +119,7 @@ def run(
         argv: the arguments.
         user_errors: exception types that are user errors for this script besides `USER_ERRORS` and `UserError`
             (e.g. `ImportError` where a missing extra is named with its ``pip install``).
-        hide_evaluation_details: see `setup_logging`.
+        hide_details: see `setup_logging`.
 
     Returns:
         0 when `main` returns None (so ``sys.exit(run(...))`` exits 0), else what `main` returned.
@@ -124,7 +128,7 @@ def run(
         SystemExit: 1 after writing ``<prog>: <message>`` on stderr; argparse's own exits (2 for bad usage,
             0 for ``--help``) pass through.
     """
-    setup_logging(hide_evaluation_details=hide_evaluation_details)
+    setup_logging(hide_details=hide_details)
     try:
         result = main(argv)
     except (UserError, *USER_ERRORS, *user_errors) as error:
@@ -134,14 +138,14 @@ def run(
 
 
 def entry_point(
-    prog: str, *, user_errors: tuple[type[BaseException], ...] = (), hide_evaluation_details: bool = False
+    prog: str, *, user_errors: tuple[type[BaseException], ...] = (), hide_details: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[[Sequence[str] | None], int]]:
     """Decorate a script's ``main(argv=None)`` so that it runs through `run` (the console script calls it bare)."""
 
     def decorate(main: Callable[..., Any]) -> Callable[[Sequence[str] | None], int]:
         @functools.wraps(main)
         def wrapper(argv: Sequence[str] | None = None) -> int:
-            return run(main, prog, argv, user_errors=user_errors, hide_evaluation_details=hide_evaluation_details)
+            return run(main, prog, argv, user_errors=user_errors, hide_details=hide_details)
 
         return wrapper
 

@@ -42,6 +42,7 @@ from .run_log import run_log
 from .state import LogWindow, Run, logged_keys
 
 logger = logging.getLogger(__name__)
+progress_logger = logging.getLogger("training.progress")  # a line per logging step: to train.log, off the console
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, args: PretrainingArguments) -> dict[str, Any]:
@@ -147,7 +148,7 @@ def log_step(run: Run, window: LogWindow, step: Step, progress: tqdm) -> None:
     run.accelerator.log(record, step=run.state.step)
     losses = [key for key in logged_keys() if key.endswith("loss") and key in record]
     progress.set_postfix({key: f"{record[key]:.3g}" for key in losses})
-    logger.info("step %d: %s", run.state.step, significant(record))
+    progress_logger.info("step %d: %s", run.state.step, significant(record))
 
 
 def end_of_step(run: Run, signals: StopSignals) -> bool:
@@ -216,7 +217,7 @@ def significant(record: dict[str, float], digits: int = 4) -> dict[str, float]:
     return {key: float(f"{value:.{digits}g}") for key, value in record.items()}
 
 
-@cli.entry_point("automlm-train", hide_evaluation_details=True)
+@cli.entry_point("automlm-train", hide_details=True)
 def main(argv: list[str] | None = None) -> int | None:
     """Console entry point of `automlm-train`: bad input ends it with one line naming the problem (exit 1); a signal
     with a checkpoint and the command that resumes (exit 143 or 130)."""

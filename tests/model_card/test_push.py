@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -23,23 +24,34 @@ AUTO_MAP = {
 }
 
 
+def real_signature(name: str, *args, **kwargs) -> None:
+    """Raise TypeError, as the real `HfApi` would, for an argument its method `name` does not take: a renamed or
+    misspelled argument fails here, not only on the Hub."""
+    inspect.signature(getattr(huggingface_hub.HfApi, name)).bind(None, *args, **kwargs)
+
+
 class FakeHfApi:
-    """Stands in for `huggingface_hub.HfApi`: records every call, sends nothing."""
+    """Stands in for `huggingface_hub.HfApi`: records every call, sends nothing, and takes only the arguments the
+    real methods take."""
 
     calls: list[tuple[str, dict]] = []
     fail_with: Exception | None = None
 
     def __init__(self, token=None, **kwargs):
+        real_signature("__init__", token=token, **kwargs)
         self.calls.append(("__init__", {"token": token, **kwargs}))
 
     def create_repo(self, repo_id, **kwargs):
+        real_signature("create_repo", repo_id, **kwargs)
         self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
         return SimpleNamespace(repo_id=repo_id, url=f"https://huggingface.co/{repo_id}")
 
     def create_branch(self, repo_id, **kwargs):
+        real_signature("create_branch", repo_id, **kwargs)
         self.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
 
     def upload_folder(self, **kwargs):
+        real_signature("upload_folder", **kwargs)
         self.calls.append(("upload_folder", kwargs))
         if self.fail_with is not None:
             # A careless library could log or echo the token: the CLI must still not show it.
@@ -208,3 +220,10 @@ def test_real_export_is_complete_once_it_has_a_card(make_model, tokenizer, tmp_p
     generate_model_card(tmp_path)
     assert missing_files(tmp_path) == []
     assert {"configuration_automlm.py", "modeling_automlm.py", "masking.py"} <= set(upload_files(tmp_path))
+
+
+def test_the_fake_hub_refuses_an_argument_the_real_one_does_not_take():
+    with pytest.raises(TypeError):
+        FakeHfApi().upload_folder(repo_id=REPO_ID, folder_path=".", commit_msg="renamed")
+    with pytest.raises(TypeError):
+        FakeHfApi().create_repo(REPO_ID, privte=True)

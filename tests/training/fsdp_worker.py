@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from torch.distributed.tensor import DTensor
 REPORT = "fsdp.json"
 PIDS = "AUTOMLM_TEST_PIDS"
 HALT_AT_STEP = "AUTOMLM_TEST_HALT_AT_STEP"
+SIGNAL_AT_STEP = "AUTOMLM_TEST_SIGNAL_AT_STEP"
 HALTED = "halted"
 
 
@@ -103,7 +105,23 @@ def run_loop(argv: list[str]) -> None:
     build.build_accelerator = build_fsdp_accelerator
     if os.environ.get(HALT_AT_STEP):
         halt_at_step(loop, int(os.environ[HALT_AT_STEP]), output_dir / HALTED)
-    loop.main(argv)
+    if os.environ.get(SIGNAL_AT_STEP):
+        signal_rank_1_at_step(loop, int(os.environ[SIGNAL_AT_STEP]))
+    sys.exit(loop.main(argv))
+
+
+def signal_rank_1_at_step(loop: Any, step: int) -> None:
+    """Send SIGTERM to the process of rank 1 alone, once, as it starts optimizer step `step + 1`: a scheduler that
+    signals one node of a job. Every process must still stop at the same step."""
+    training_step = loop.training_step
+
+    def signalling_step(run: Any, batch: dict[str, torch.Tensor], skip_update: bool) -> Any:
+        if run.state.step == step and rank() == "1" and not getattr(signalling_step, "sent", False):
+            signalling_step.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return training_step(run, batch, skip_update)
+
+    loop.training_step = signalling_step
 
 
 def halt_at_step(loop: Any, step: int, halted: Path) -> None:

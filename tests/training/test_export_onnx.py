@@ -82,9 +82,10 @@ def test_onnx_fp32_equals_torch_and_int8_keeps_the_ranking(plain_folder):
     ndcg_fp32, ndcg_int8 = ndcg_at_10(onnx_fp32, data), ndcg_at_10(onnx_int8, data)
     assert 0.5 < ndcg_fp32 < 1.0  # the set is neither failed nor saturated
     assert abs(ndcg_int8 - ndcg_fp32) <= 0.01
-    # The check has teeth: an encoder with other weights ranks this set differently, by more than the tolerance.
-    other = SentenceTransformer(str(plain_folder(seed=2, name="other")), device="cpu")
-    assert abs(ndcg_at_10(other, data) - ndcg_fp32) > 0.01
+    # The check has teeth: encoders with other weights rank this set differently, by more than the tolerance. One
+    # other encoder can tie by chance (nDCG over a few queries takes few values; seen in CI), so three are tried.
+    others = [SentenceTransformer(str(plain_folder(seed=s, name=f"other-{s}")), device="cpu") for s in (2, 3, 4)]
+    assert max(abs(ndcg_at_10(other, data) - ndcg_fp32) for other in others) > 0.01
 
 
 def test_custom_code_folder_points_to_final_plain(make_model, tokenizer, tmp_path):

@@ -39,7 +39,7 @@ from transformers import AutoModel
 from tests.conftest import SENTENCES, tiny_encoder_config
 from tests.training.test_multiprocess import _free_port, global_batch_setup
 from tests.training.test_train import TINY
-from training.checkpoints import complete_checkpoints
+from training.checkpoints import complete_checkpoints, verify_checkpoint
 
 ROOT = Path(__file__).parents[2]
 ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
@@ -55,6 +55,7 @@ HALT_STEP = SAVE_STEPS + 1
 LAUNCH_TIMEOUT = 300  # seconds; a launch here takes well under a minute, one that takes longer is stuck
 # What fsdp_worker.py reads (not imported from it: it imports FSDP2, which `_fsdp_unavailable` checks first).
 PIDS, HALT_AT_STEP, HALTED = "AUTOMLM_TEST_PIDS", "AUTOMLM_TEST_HALT_AT_STEP", "halted"
+SIGNAL_AT_STEP = "AUTOMLM_TEST_SIGNAL_AT_STEP"
 # A collective that torch's gloo backend lacks (FSDP2 needs all-gather and reduce-scatter into flat tensors).
 GLOO_UNSUPPORTED = re.compile(r"[^\n]*gloo[^\n]*(?:does not support|not supported|unsupported)[^\n]*", re.IGNORECASE)
 FULL_SHARD_FIX = (
@@ -318,3 +319,19 @@ def test_a_killed_fsdp_run_resumes_to_exactly_the_uninterrupted_weights(workspac
     assert resumed.keys() == reference.keys()
     for name in reference:
         assert torch.equal(resumed[name], reference[name]), f"{name} differs after resuming from {killed_at.name}"
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step(workspace, tmp_path):
+    """SIGTERM reaches rank 1 alone (as it starts step 5): the stop flag is combined across the processes at the
+    step boundary, so both write the same checkpoint, of step 5, and exit 143; none waits for the other forever."""
+    output_dir, log = tmp_path / "signalled", tmp_path / "signalled.log"
+    process = launch("train", *loop_args(workspace, output_dir, "--save_steps", "0"), log=log,
+                     env={SIGNAL_AT_STEP: "4"})  # fmt: skip
+    code, stderr = finish(process, log)
+    assert code != 0, "the launch must report the stop"
+    stops = re.findall(r"automlm-train: stopped by SIGTERM at step (\d+); checkpoint ", stderr)
+    assert stops == ["5", "5"], stderr[-4000:]  # one line per process, the same step
+    checkpoints = complete_checkpoints(output_dir / "checkpoints")
+    assert [p.name for p in checkpoints] == ["checkpoint-5"] and verify_checkpoint(checkpoints[0]) is None
+    assert not (output_dir / "final").exists()

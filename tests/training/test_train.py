@@ -158,6 +158,9 @@ def test_the_console_shows_one_line_per_dev_evaluation(corpus_file, tmp_path):
     assert [line.split("step ")[1].split(":")[0] for line in dev_lines] == ["0", "2", "4"]
     assert all("best" in line and "Auto-MLM head rebuilds" in line for line in dev_lines)
     assert not [line for line in lines if "evaluation.evaluate" in line and ("en: {" in line or "de: {" in line)]
+    assert not [line for line in lines if "training.progress" in line]  # the lines per logging step: in the log file
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "training.progress: step 2: " in log and "evaluation.evaluate" in log and ": dev ndcg@10 " in log
     results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
     assert set(results[0]["per_language"]) == {"de", "en"}  # the per-language numbers are kept, off the console
 
@@ -401,7 +404,7 @@ def test_loop_options(corpus_file, tmp_path, monkeypatch, options):
 
 def test_the_log_shows_a_small_learning_rate_instead_of_zero(corpus_file, tmp_path, caplog):
     # A pretrained encoder trains at 5e-6; four decimal places printed it as 0.0.
-    with caplog.at_level(logging.INFO, logger="training.train"):
+    with caplog.at_level(logging.INFO, logger="training.progress"):
         train(*parse_args(run_args(corpus_file, tmp_path / "out", "--max_steps", "4", "--save_steps", "0",
                                    "--learning_rate", "5e-6", "--warmup_ratio", "0")))  # fmt: skip
     steps = [record.args[1] for record in caplog.records if record.msg == "step %d: %s"]

@@ -80,17 +80,23 @@ class HideDetails(logging.Filter):
 def setup_logging(*, hide_details: bool = False) -> None:
     """The console logging of every script: INFO on stderr, with time, level and logger; noisy libraries at WARNING.
 
+    Where logging is already set up (an application, or pytest, that imports a script's `main`), its handlers are left
+    as they are: the console handler and its filter are only ever this function's own.
+
     Args:
-        hide_details: drop the INFO lines of `DETAIL_LOGGERS` (``automlm-train`` prints one line per dev
-            evaluation of its own; its log file keeps everything).
+        hide_details: drop the INFO lines of `DETAIL_LOGGERS` from that console handler (``automlm-train`` prints one
+            line per dev evaluation of its own; its log file keeps everything).
     """
-    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO, stream=sys.stderr)
+    root = logging.getLogger()
+    if not root.handlers:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter(LOG_FORMAT))
+        if hide_details:
+            console.addFilter(HideDetails())
+        root.addHandler(console)
+        root.setLevel(logging.INFO)
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if hide_details:
-        for handler in logging.getLogger().handlers:
-            if not any(isinstance(f, HideDetails) for f in handler.filters):
-                handler.addFilter(HideDetails())
 
 
 def describe(error: BaseException) -> str:
@@ -238,4 +244,13 @@ def output_folder(path: Path, what: str) -> Path:
     """`path` unless it is a file (checked before any work, so a long run does not fail at its last step)."""
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} is a file: {what} is a folder to write into; choose another path.")
+    return path
+
+
+def existing_folder(path: Path, what: str) -> Path:
+    """`path` if it is a folder; else a `FileNotFoundError` / `NotADirectoryError` naming `what` it should be."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file: {what} must be a folder.")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist: {what} must be an existing folder.")
     return path

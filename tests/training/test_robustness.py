@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,14 +128,18 @@ def _backbone(tmp_path, tokenizer) -> Path:
     return folder
 
 
-def _signal_after(process: subprocess.Popen, line: str, signum: int, lines: list[str]) -> None:
-    """Read the process's stderr; send `signum` once `line` has been printed."""
-    sent = False
-    for text in process.stderr:
-        lines.append(text)
-        if not sent and line in text:
+def _read(process: subprocess.Popen, lines: list[str]) -> None:
+    lines.extend(process.stderr)  # until the process closes it: a pipe that is not read would block the run
+
+
+def _signal_after_step(process: subprocess.Popen, log: Path, step: int, signum: int) -> None:
+    """Send `signum` once the run's log (`train.log`) has recorded optimizer step `step`."""
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if log.is_file() and f"training.progress: step {step}: " in log.read_text():
             process.send_signal(signum)
-            sent = True
+            return
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -151,8 +156,9 @@ def test_a_signalled_run_checkpoints_exits_and_resumes_to_the_uninterrupted_weig
     process = subprocess.Popen([*command, *run_args(corpus_file, interrupted, *steps)], env=env, text=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     lines: list[str] = []
-    reader = threading.Thread(target=_signal_after, args=(process, "step 6: ", signum, lines))
+    reader = threading.Thread(target=_read, args=(process, lines))
     reader.start()
+    _signal_after_step(process, interrupted / "train.log", 6, signum)
     assert process.wait(timeout=600) == exit_code, "".join(lines[-5:])
     reader.join()
     assert not (interrupted / "final").exists(), "the run finished before the signal; the test proves nothing"

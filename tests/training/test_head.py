@@ -138,8 +138,10 @@ def test_a_head_trained_on_the_vectors_reads_them(tokenizer, sentences, make_mod
     )  # fmt: skip
     after = probe_head(model, probe)
     assert source[HEAD_ACCURACY] == pytest.approx(after[HEAD_ACCURACY])
-    assert after[HEAD_ACCURACY] > before[HEAD_ACCURACY] + 0.15
-    assert after[HEAD_VECTOR_SHARE] > 0.15  # measured 0.24: the untrained head scores the same with either vector
+    # Measured +0.15 to +0.41 (accuracy gain) and 0.21 to 0.41 (vector share) over 15 values of PYTHONHASHSEED, on
+    # which the session tokenizer's vocabulary depends; the untrained head scores the same with either vector.
+    assert after[HEAD_ACCURACY] > before[HEAD_ACCURACY] + 0.1
+    assert after[HEAD_VECTOR_SHARE] > 0.1
 
 
 def test_the_pretrained_head_is_cached_and_reused(tokenizer, sentences, make_model, tmp_path, monkeypatch):

@@ -78,7 +78,7 @@ def run_history(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
 
     checkpoints = complete_checkpoints(run_dir / "checkpoints")
     if not checkpoints:
-        return [], "not started"
+        return [], "no checkpoint yet"
     state = torch.load(checkpoints[-1] / "custom_checkpoint_0.pkl", weights_only=False)
     return state["history"], f"at step {state['step']}"
 

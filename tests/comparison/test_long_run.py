@@ -37,7 +37,7 @@ def test_the_curves_read_each_run_and_chart_each_rate(tmp_path):
     (tmp_path / "runs" / "cl_only-lr2.5e-6").mkdir()
     table = curves(tmp_path / "runs", tmp_path / "figures")
     assert "| cl_automlm-lr1e-5 | finished | 0.5000 | 0.6000 (100) | 0.5500 (200) |" in table
-    assert "| cl_only-lr2.5e-6 | not started | - | - | - |" in table
+    assert "| cl_only-lr2.5e-6 | no checkpoint yet | - | - | - |" in table
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["dev-ndcg-lr1e-5.png", "dev-ndcg-lr2.5e-6.png"]
 
 

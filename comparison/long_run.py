@@ -74,12 +74,12 @@ def run_history(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
         return json.loads(summary.read_text())["history"], "finished"
     import torch
 
-    from training.checkpoints import complete_checkpoints
+    from training.checkpoints import complete_checkpoints, newest_intact_checkpoint
 
-    checkpoints = complete_checkpoints(run_dir / "checkpoints")
-    if not checkpoints:
+    if not complete_checkpoints(run_dir / "checkpoints"):
         return [], "no checkpoint yet"
-    state = torch.load(checkpoints[-1] / "custom_checkpoint_0.pkl", weights_only=False)
+    newest, _ = newest_intact_checkpoint(run_dir / "checkpoints")
+    state = torch.load(newest / "custom_checkpoint_0.pkl", weights_only=False)
     return state["history"], f"at step {state['step']}"
 
 

@@ -100,7 +100,7 @@ def train_one(protocol: Path, variant: str, seed: int, runs_dir: Path) -> Path:
             "--save_steps", "0", "--export_plain", "false", "--eval_steps", "0",
         ]  # fmt: skip
     logger.info("train %s seed %d", variant, seed)
-    _run(command, run_dir / "train.log")
+    _run(command, run_dir / "console.log")
     return run_dir
 
 
@@ -116,7 +116,7 @@ def untrained_one(protocol: Path, seed: int, runs_dir: Path) -> Path:
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "comparison.untrained", "--config", str(protocol), "--seed", str(seed)]
-    _run([*command, str(run_dir)], run_dir / "train.log")
+    _run([*command, str(run_dir)], run_dir / "console.log")
     return run_dir
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase, get_scheduler
 
@@ -103,6 +103,8 @@ def set_up_run(model_args: ModelArguments, data_args: DataArguments, args: Pretr
         scheduler, loader, max_steps, corpus.stats(), backbone, probe=probe, anchor=anchor,
     )  # fmt: skip
     accelerator.register_for_checkpointing(run.state)
+    if args.resume:  # before anything is written: a refused resume leaves the folder as it was
+        resume(run)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "training_config.json").write_text(json.dumps(run.settings, indent=2))
@@ -111,8 +113,6 @@ def set_up_run(model_args: ModelArguments, data_args: DataArguments, args: Pretr
             (output_dir / HEAD_SOURCE_FILE).write_text(json.dumps(head_source, indent=2))
     if accelerator.log_with:
         accelerator.init_trackers("automlm", config=_scalar_settings(run.settings))
-    if args.resume:
-        resume(run)
     logger.info(
         "Training %d steps, %d sentences per step (%d per device x %d processes x %d accumulation), %d parameters",
         max_steps, run.global_batch, args.per_device_train_batch_size, accelerator.num_processes,
@@ -124,18 +124,28 @@ def set_up_run(model_args: ModelArguments, data_args: DataArguments, args: Pretr
 def resume(run: Run) -> None:
     """Load the newest intact checkpoint: model, optimizer, scheduler, the run's progress and its random states.
 
-    Newer damaged checkpoints are moved aside (kept, named in one line each); none intact stops the run (ValueError).
+    The main process verifies the checkpoints, moves newer damaged ones aside (kept, named in one line each) and tells
+    the others which one to load, so that every process loads the same; none intact stops the run (ValueError).
     """
-    latest, damaged = newest_intact_checkpoint(run.checkpoint_dir)
-    run.accelerator.wait_for_everyone()  # every process has read the checkpoints before the main one moves any
-    if run.accelerator.is_main_process:
-        for path, problem in damaged.items():
-            set_damaged_aside(path, problem)
-    run.accelerator.load_state(str(latest))
+    accelerator = run.accelerator
+    found: list[str | None] = [None, None]  # the checkpoint to load, or why none can be
+    if accelerator.is_main_process:
+        try:
+            latest, damaged = newest_intact_checkpoint(run.checkpoint_dir)
+            for path, problem in damaged.items():
+                set_damaged_aside(path, problem)
+            found = [str(latest), None]
+        except ValueError as error:
+            found = [None, str(error)]
+    if accelerator.num_processes > 1:
+        found = broadcast_object_list(found)
+    if found[1] is not None:
+        raise ValueError(found[1])
+    accelerator.load_state(found[0])
     # Kept aside: starting the data loader draws from the random state, which an uninterrupted run did at the
     # start of the epoch. `micro_batches` puts this state back once the loader has started.
     run.resumed_rng = rng_state()
-    logger.info("Resumed from %s at step %d", latest, run.state.step)
+    logger.info("Resumed from %s at step %d", found[0], run.state.step)
 
 
 def start_head(

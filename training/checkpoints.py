@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 MANIFEST = "checkpoint_manifest.json"
+LEGACY_MARKER = "CHECKPOINT_COMPLETE"
+"""What marked a complete checkpoint before manifests (2026-12-07): such a checkpoint is complete but unverified."""
 DAMAGED_DIR = "checkpoints-damaged"
 """Beside `checkpoints/`: where a damaged checkpoint is moved, kept for inspection and never deleted."""
 
@@ -33,7 +35,7 @@ def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
     found = []
     for path in checkpoint_dir.iterdir():
         match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", path.name)
-        if match and (path / MANIFEST).is_file():
+        if match and ((path / MANIFEST).is_file() or (path / LEGACY_MARKER).is_file()):
             found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found)]
 
@@ -60,6 +62,9 @@ def write_manifest(folder: Path, step: int) -> None:
 
 def verify_checkpoint(folder: Path) -> str | None:
     """None if every file the manifest lists is there with its size and checksum; else what is wrong, in words."""
+    if not (folder / MANIFEST).is_file() and (folder / LEGACY_MARKER).is_file():
+        logger.warning("%s predates checkpoint manifests: it is used without being verified.", folder)
+        return None
     try:
         files = json.loads((folder / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -122,9 +127,12 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_manifest(scratch, step)
+        replaced = checkpoint_dir / f"old-{CHECKPOINT_PREFIX}{step}"
         if final.exists():  # a checkpoint of this step from an earlier attempt: the new one replaces it
-            shutil.rmtree(final)
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(final, replaced)
         os.replace(scratch, final)
+        shutil.rmtree(replaced, ignore_errors=True)
         protected = checkpoint_dir / f"{CHECKPOINT_PREFIX}{protect}"
         older = [path for path in complete_checkpoints(checkpoint_dir) if path not in (protected, final)]
         for old in older[: max(0, len(older) - (keep - 1))]:

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from modeling_automlm import AutoMLMForPreTraining
 
+from .export import written_beside
 from .head import HEAD_ACCURACY, HEAD_ACCURACY_OTHER, probe_head
 from .state import Run
 
@@ -104,9 +105,9 @@ def evaluate(run: Run) -> None:
         accelerator.log({**macro, **per_language, **{f"dev/{k}": v for k, v in head.items()}}, step=state.step)
         if state.best_metric is None or value > state.best_metric:
             state.best_metric, state.best_step = value, state.step
-            best_dir = run.output_dir / "best"
-            model.save_pretrained(best_dir)
-            (best_dir / "eval_results.json").write_text(json.dumps([results], indent=2))
+            with written_beside(run.output_dir / "best") as best_dir:  # a kill mid-write keeps the previous best
+                model.save_pretrained(best_dir)
+                (best_dir / "eval_results.json").write_text(json.dumps([results], indent=2))
         # One line per evaluation: the per-language scores are in eval_results.json and TensorBoard.
         line = f"step {state.step}: dev {metric} {value:.4f} (best {state.best_metric:.4f} at step {state.best_step})"
         if head:
@@ -119,5 +120,5 @@ def evaluate(run: Run) -> None:
     # Every process needs the same best step (checkpoint retention protects it).
     # Step 0 (the untouched model) can be the best: -1 stands for "none yet".
     best = torch.tensor([-1 if state.best_step is None else state.best_step], device=accelerator.device)
-    best = accelerator.reduce(best, "max") if accelerator.num_processes > 1 else best
+    best = accelerator.gather(best).max().reshape(1) if accelerator.num_processes > 1 else best
     state.best_step = None if int(best[0].item()) < 0 else int(best[0].item())

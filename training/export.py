@@ -210,13 +210,17 @@ def _write_run_files(folder: Path, files: dict[str, str], source: Path | None) -
 def written_beside(target: Path) -> Iterator[Path]:
     """A scratch folder next to `target` that replaces it once the block ends without error.
 
-    A failed write (a full disk, an interrupted process) leaves `target` as it was and removes the scratch folder;
-    the swap itself is two renames on the same file system.
+    A failed write (a full disk, an interrupted process) leaves `target` as it was and removes the scratch folder.
+    The swap is two renames on one file system; a process killed between them leaves the previous folder as `.old`,
+    which the next call puts back before anything else.
     """
     scratch = target.with_name(f".{target.name}.partial")
     old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)  # a swap interrupted between its two renames
     for leftover in (scratch, old):
         shutil.rmtree(leftover, ignore_errors=True)
+    scratch.mkdir(parents=True)
     try:
         yield scratch
     except BaseException:
@@ -224,7 +228,12 @@ def written_beside(target: Path) -> Iterator[Path]:
         raise
     if target.exists():
         os.replace(target, old)
-    os.replace(scratch, target)
+    try:
+        os.replace(scratch, target)
+    except BaseException:
+        if old.exists():
+            os.replace(old, target)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

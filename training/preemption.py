@@ -8,7 +8,7 @@ process stops all of them at the same step (a process that left alone would hang
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import os
 import signal
 import threading
@@ -16,8 +16,6 @@ from types import FrameType, TracebackType
 
 import torch
 from accelerate import Accelerator
-
-logger = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -60,16 +58,19 @@ class StopSignals:
             os.kill(os.getpid(), signum)
             return
         self.received = signum
-        logger.warning(
-            "%s received: stopping after this step with a checkpoint (send it again to abort at once).",
-            signal.Signals(signum).name,
-        )
+        # Not through `logging`: a handler that writes to a stream the interrupted code was writing to can fail
+        # ("reentrant call"); one unbuffered write cannot.
+        name = signal.Signals(signum).name
+        with contextlib.suppress(OSError):
+            os.write(2, f"{name} received: stopping after this step with a checkpoint (again: abort now).\n".encode())
 
-    def stop_now(self, accelerator: Accelerator) -> int | None:
-        """The signal that stops every process at this step boundary, or None: the flag combined across processes
-        (a collective: every process must call this at the same step)."""
+    def stop_now(self, accelerator: Accelerator, *, out_of_time: bool = False) -> tuple[int | None, bool]:
+        """`(signal, out_of_time)` as every process must act on them at this step boundary: the signal any process
+        received (None if none) and whether any process ran out of `max_time_s` (each reads its own clock). A
+        collective: every process calls this at every step."""
         if accelerator.num_processes == 1:
-            return self.received
-        flag = torch.tensor([self.received or 0], device=accelerator.device)
-        received = int(accelerator.reduce(flag, "max").item())
-        return received or None
+            return self.received, out_of_time
+        flags = torch.tensor([[self.received or 0, int(out_of_time)]], device=accelerator.device)
+        # A gather, not `reduce(..., "max")`: that reduction only exists in recent accelerate releases.
+        combined = accelerator.gather(flags).max(dim=0).values.tolist()
+        return (int(combined[0]) or None), bool(combined[1])

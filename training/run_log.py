@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -55,6 +56,10 @@ def run_log() -> Iterator[None]:
     logging.getLogger().addHandler(handler)
     try:
         yield
+    except BaseException:
+        if handler.stream is not None:  # the console gets one line; the log keeps the traceback
+            handler.stream.write(traceback.format_exc())
+        raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from .anchor import anchor_loss
 from .arguments import DataArguments, ModelArguments, PretrainingArguments, parse_args
 from .batches import micro_batches
 from .build import set_up_run
-from .checkpoints import CHECKPOINT_PREFIX, save_checkpoint
+from .checkpoints import complete_checkpoints, save_checkpoint
 from .dev import evaluate, whole_model
 from .export import export_run, remove_training_state, summarize
 from .gradcache import grad_cache_step
@@ -59,11 +61,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
             total=run.max_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="automlm"
         ) as progress,
     ):
+        clock = time.perf_counter() - state.train_seconds  # the step-0 evaluation counts, as every other one
         if run.evaluates and state.step == 0 and not state.history:
             evaluate(run)  # step 0: the untouched model is a candidate for the export too
             stop_if_signalled(run, signals)
         window = LogWindow(run.global_batch, args.gradient_accumulation_steps)
-        clock = time.perf_counter() - state.train_seconds
         skip_update = False  # a micro-batch of the current optimizer step had a non-finite loss
         run.model.train()
         batches = micro_batches(
@@ -152,41 +154,40 @@ def log_step(run: Run, window: LogWindow, step: Step, progress: tqdm) -> None:
 
 
 def end_of_step(run: Run, signals: StopSignals) -> bool:
-    """Checkpoint when due; True when the run is done (its last step, or `max_time_s`). A signal stops it here."""
+    """Checkpoint when due; True when the run is done (its last step, or `max_time_s`). A signal stops it here, with
+    a checkpoint, unless this is its last step: then it finishes and exports."""
     args, state = run.args, run.state
     out_of_time = args.max_time_s is not None and state.train_seconds >= args.max_time_s
+    signum, out_of_time = signals.stop_now(run.accelerator, out_of_time=out_of_time)  # the same on every process
     done = state.step >= run.max_steps or out_of_time
-    due = bool(args.save_steps) and (state.step % args.save_steps == 0 or done)
-    if due:
-        save_checkpoint(
-            run.accelerator, run.checkpoint_dir, state.step, args.save_total_limit, protect=state.best_step
-        )
-    stop_if_signalled(run, signals, saved=due)
-    if out_of_time:
-        logger.info("Reached --max_time_s=%s at step %d; stopping.", args.max_time_s, state.step)
-    return done
-
-
-def stop_if_signalled(run: Run, signals: StopSignals, *, saved: bool = False) -> None:
-    """If SIGTERM or SIGINT reached any process, make sure a checkpoint of this step exists and raise `Preempted`."""
-    signum = signals.stop_now(run.accelerator)
-    if signum is None:
-        return
-    state, args = run.state, run.args
-    if saved:
-        checkpoint = run.checkpoint_dir / f"{CHECKPOINT_PREFIX}{state.step}"
-    else:
+    if (args.save_steps and (state.step % args.save_steps == 0 or done)) or (signum and not done):
         checkpoint = save_checkpoint(
             run.accelerator, run.checkpoint_dir, state.step, args.save_total_limit, protect=state.best_step
         )
-    run.accelerator.end_training()
-    raise Preempted(signum, state.step, str(checkpoint))
+    if out_of_time:
+        logger.info("Reached --max_time_s=%s at step %d; stopping.", args.max_time_s, state.step)
+    if signum and not done:
+        run.accelerator.end_training()
+        raise Preempted(signum, state.step, str(checkpoint))
+    return done
+
+
+def stop_if_signalled(run: Run, signals: StopSignals) -> None:
+    """After the step-0 evaluation: if SIGTERM or SIGINT reached any process, checkpoint and raise `Preempted`."""
+    signum, _ = signals.stop_now(run.accelerator)
+    if signum:
+        state, args = run.state, run.args
+        checkpoint = save_checkpoint(
+            run.accelerator, run.checkpoint_dir, state.step, args.save_total_limit, protect=state.best_step
+        )
+        run.accelerator.end_training()
+        raise Preempted(signum, state.step, str(checkpoint))
 
 
 def finish(run: Run) -> dict[str, Any]:
     """The last dev evaluation, the summary, the exports and the clean-up of the training state."""
     accelerator, state = run.accelerator, run.state
-    if run.evaluates and (not state.history or state.step % run.args.eval_steps):
+    if run.evaluates and state.step % run.args.eval_steps:  # the last step, unless it was just evaluated
         evaluate(run)
     accelerator.wait_for_everyone()
     summary = summarize(run)
@@ -217,6 +218,19 @@ def significant(record: dict[str, float], digits: int = 4) -> dict[str, float]:
     return {key: float(f"{value:.{digits}g}") for key, value in record.items()}
 
 
+def disk_full(error: BaseException | None, folder: Path) -> bool:
+    """Whether `error` comes from a full disk: ENOSPC, or its message, in it or in an error it was raised from; or a
+    failed write (torch's "PytorchStreamWriter failed writing file", which names no cause) with under 64 MB free."""
+    failed_write = "writ" in str(error).lower()
+    while error is not None:
+        if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return failed_write and shutil.disk_usage(folder).free < 64 * 2**20
+
+
 @cli.entry_point("automlm-train", hide_details=True)
 def main(argv: list[str] | None = None) -> int | None:
     """Console entry point of `automlm-train`: bad input ends it with one line naming the problem (exit 1); a signal
@@ -226,16 +240,19 @@ def main(argv: list[str] | None = None) -> int | None:
         with run_log():
             summary = train(model_args, data_args, args)
     except Preempted as stop:
-        again = " ".join(["automlm-train", *(sys.argv[1:] if argv is None else argv)])
-        again += "" if " --resume" in f" {again}" else " --resume"
-        print(f"automlm-train: {stop}; continue with: {again}", file=sys.stderr)
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        again = shlex.join(["automlm-train", *arguments, *([] if "--resume" in arguments else ["--resume"])])
+        if PartialState().is_main_process:
+            print(f"automlm-train: {stop}; continue with: {again}", file=sys.stderr)
         return stop.exit_code
-    except OSError as error:
-        if error.errno != errno.ENOSPC:
+    except (OSError, RuntimeError) as error:  # torch and safetensors report a full disk as RuntimeError
+        if not disk_full(error, Path(args.output_dir)):
             raise
+        resume = complete_checkpoints(Path(args.output_dir) / "checkpoints")
+        then = "run the same command with --resume" if resume else "run the same command again"
         raise cli.UserError(
-            f"no space left on the device while writing {error.filename or args.output_dir}; the previous "
-            "checkpoint and export are intact: free some space, then run the same command with --resume."
+            f"no space left on the device while writing in {args.output_dir}; the previous checkpoint and export "
+            f"are intact: free some space, then {then}."
         ) from None
     if not PartialState().is_main_process:
         return None

@@ -39,7 +39,7 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
 
     def train_one(protocol: Path, variant: str, seed: int, runs_dir: Path) -> Path:
         if variant == "cl_only":  # the first queued run fails
-            raise RuntimeError("python -m training.train... failed (exit 1); see train.log.")
+            raise RuntimeError("python -m training.train... failed (exit 1); see console.log.")
         trained.append(variant)
         return runs_dir / variant / f"seed-{seed}"
 
@@ -128,7 +128,7 @@ def test_the_untrained_baseline_runs_the_untrained_module(tmp_path, monkeypatch)
     protocol = Path("configs/ablations/protocol-cpu.yaml").resolve()
     run_dir = runner.untrained_one(protocol, 3, tmp_path)
     ((command, log),) = commands
-    assert command[1:3] == ["-m", "comparison.untrained"] and log == run_dir / "train.log"
+    assert command[1:3] == ["-m", "comparison.untrained"] and log == run_dir / "console.log"
     args = untrained.build_parser().parse_args(command[3:])
     assert (args.config, args.seed, args.output_dir, args.run_dir) == ([protocol], 3, run_dir, None)
 

@@ -211,6 +211,22 @@ def test_a_full_disk_during_the_export_leaves_the_previous_export_intact(corpus_
     assert after == before
 
 
+def test_a_failed_write_is_a_full_disk_only_when_the_disk_is_full(tmp_path, monkeypatch):
+    import shutil
+
+    from training.train import disk_full
+
+    torch_error = RuntimeError("[enforce fail at inline_container.cc:603] PytorchStreamWriter failed writing file")
+    assert disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    wrapped = RuntimeError("save failed")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert disk_full(wrapped, tmp_path)
+    assert not disk_full(torch_error, tmp_path) and not disk_full(ValueError("bad value"), tmp_path)
+    full = shutil.disk_usage(tmp_path)._replace(free=1000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    assert disk_full(torch_error, tmp_path) and not disk_full(RuntimeError("CUDA out of memory"), tmp_path)
+
+
 def test_a_full_disk_during_a_checkpoint_leaves_the_previous_checkpoint_intact(corpus_file, tmp_path, monkeypatch):
     from accelerate import Accelerator
 
@@ -229,3 +245,32 @@ def test_a_full_disk_during_a_checkpoint_leaves_the_previous_checkpoint_intact(c
     checkpoints = complete_checkpoints(output / "checkpoints")
     assert [p.name for p in checkpoints] == ["checkpoint-2"] and verify_checkpoint(checkpoints[0]) is None
     assert json.loads((checkpoints[0] / MANIFEST).read_text())["step"] == 2
+
+
+def test_an_export_swap_interrupted_between_its_renames_is_put_back(tmp_path):
+    from training.export import written_beside
+
+    target = tmp_path / "final"
+    (tmp_path / ".final.old").mkdir()
+    (tmp_path / ".final.old" / "model.safetensors").write_text("the previous export")  # killed after the first rename
+    with pytest.raises(OSError), written_beside(target) as scratch:
+        (scratch / "model.safetensors").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (target / "model.safetensors").read_text() == "the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+    with written_beside(target) as scratch:
+        (scratch / "model.safetensors").write_text("the new export")
+    assert (target / "model.safetensors").read_text() == "the new export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_a_checkpoint_from_before_manifests_is_used_unverified(tmp_path, caplog):
+    from training.checkpoints import LEGACY_MARKER, newest_intact_checkpoint
+
+    legacy = tmp_path / "checkpoint-10"
+    legacy.mkdir()
+    (legacy / LEGACY_MARKER).write_text("{}")
+    assert complete_checkpoints(tmp_path) == [legacy]
+    with caplog.at_level("WARNING"):
+        assert newest_intact_checkpoint(tmp_path) == (legacy, {})
+    assert "predates checkpoint manifests" in caplog.text

@@ -254,12 +254,17 @@ def check_contrastive_batch(model_args: ModelArguments, args: PretrainingArgumen
         )
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists (where a folder still to be made would live)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_room_for_a_checkpoint(output_dir: Path, model: torch.nn.Module, *, save: bool) -> None:
     """Before any step: the output folder (or the nearest folder above it that exists) must be writable and hold
     one checkpoint (weights and AdamW's two moments, plus one export of the weights), else one line says so."""
-    folder = output_dir
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = nearest_existing(output_dir)
     if not os.access(folder, os.W_OK):
         raise ValueError(f"--output_dir {output_dir}: {folder} is not writable; choose a folder you can write to.")
     weights = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -31,7 +31,7 @@ from . import cli
 from .anchor import anchor_loss
 from .arguments import DataArguments, ModelArguments, PretrainingArguments, parse_args
 from .batches import micro_batches
-from .build import set_up_run
+from .build import nearest_existing, set_up_run
 from .checkpoints import complete_checkpoints, save_checkpoint
 from .dev import evaluate, whole_model
 from .export import export_run, remove_training_state, summarize
@@ -74,7 +74,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
         )  # fmt: skip
         for batch in batches if state.step < run.max_steps else []:
             step = training_step(run, batch, skip_update)
-            window.add(step.outputs, tokens=step.tokens, anchor_loss=step.anchor_loss)
+            window.add(step.outputs if step.finite else None, tokens=step.tokens, anchor_loss=step.anchor_loss)
             skip_update = (skip_update or not step.finite) and not accelerator.sync_gradients
             if not accelerator.sync_gradients:
                 continue
@@ -95,15 +95,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: Pretrainin
 
 @dataclass
 class Step:
-    """One micro-batch's result: the model's outputs (None when its loss was not finite), the anchor term, the
-    tokens over every process and the gradient norms of each term (measured on logging steps only)."""
+    """One micro-batch's result: the model's outputs, whether its loss was finite, the anchor term, the tokens over
+    every process and the gradient norms of each term (measured on logging steps only)."""
 
-    outputs: AutoMLMForPreTrainingOutput | None
+    outputs: AutoMLMForPreTrainingOutput
+    finite: bool
     anchor_loss: torch.Tensor | None
     tokens: int
-    finite: bool
     gradient_norms: dict[str, float]
-    last_outputs: AutoMLMForPreTrainingOutput
 
 
 def training_step(run: Run, batch: dict[str, torch.Tensor], skip_update: bool) -> Step:
@@ -138,13 +137,13 @@ def training_step(run: Run, batch: dict[str, torch.Tensor], skip_update: bool) -
                 run.scheduler.step()
             run.optimizer.zero_grad(set_to_none=True)
     tokens = int(batch["attention_mask"].sum()) * accelerator.num_processes
-    return Step(outputs if finite else None, anchor_value, tokens, finite, gradient_norms, outputs)
+    return Step(outputs, finite, anchor_value, tokens, gradient_norms)
 
 
 def log_step(run: Run, window: LogWindow, step: Step, progress: tqdm) -> None:
     """Record the window's mean losses, the embeddings' health and the gradient norms: history, trackers, log."""
     record = window.summary(run.scheduler.get_last_lr()[0], steps_left=run.max_steps - run.state.step)
-    record.update(embedding_health(step.last_outputs.sentence_embedding, step.last_outputs.positive_embedding))
+    record.update(embedding_health(step.outputs.sentence_embedding, step.outputs.positive_embedding))
     record.update(step.gradient_norms)
     run.state.record(record)
     run.accelerator.log(record, step=run.state.step)
@@ -160,28 +159,35 @@ def end_of_step(run: Run, signals: StopSignals) -> bool:
     out_of_time = args.max_time_s is not None and state.train_seconds >= args.max_time_s
     signum, out_of_time = signals.stop_now(run.accelerator, out_of_time=out_of_time)  # the same on every process
     done = state.step >= run.max_steps or out_of_time
-    if (args.save_steps and (state.step % args.save_steps == 0 or done)) or (signum and not done):
-        checkpoint = save_checkpoint(
-            run.accelerator, run.checkpoint_dir, state.step, args.save_total_limit, protect=state.best_step
-        )
+    if signum and not done:
+        preempt(run, signum)
+    if args.save_steps and (state.step % args.save_steps == 0 or done):
+        checkpoint(run)
     if out_of_time:
         logger.info("Reached --max_time_s=%s at step %d; stopping.", args.max_time_s, state.step)
-    if signum and not done:
-        run.accelerator.end_training()
-        raise Preempted(signum, state.step, str(checkpoint))
     return done
 
 
 def stop_if_signalled(run: Run, signals: StopSignals) -> None:
-    """After the step-0 evaluation: if SIGTERM or SIGINT reached any process, checkpoint and raise `Preempted`."""
+    """After the step-0 evaluation: if SIGTERM or SIGINT reached any process, checkpoint and stop."""
     signum, _ = signals.stop_now(run.accelerator)
     if signum:
-        state, args = run.state, run.args
-        checkpoint = save_checkpoint(
-            run.accelerator, run.checkpoint_dir, state.step, args.save_total_limit, protect=state.best_step
-        )
-        run.accelerator.end_training()
-        raise Preempted(signum, state.step, str(checkpoint))
+        preempt(run, signum)
+
+
+def checkpoint(run: Run) -> Path:
+    """Write the checkpoint of the current step (retention keeps the best step's)."""
+    state, args = run.state, run.args
+    return save_checkpoint(
+        run.accelerator, run.checkpoint_dir, state.step, args.save_total_limit, protect=state.best_step
+    )
+
+
+def preempt(run: Run, signum: int) -> None:
+    """Checkpoint this step and raise `Preempted` (the entry point prints how to resume and exits 128 + signum)."""
+    saved = checkpoint(run)
+    run.accelerator.end_training()
+    raise Preempted(signum, run.state.step, str(saved))
 
 
 def finish(run: Run) -> dict[str, Any]:
@@ -226,9 +232,7 @@ def disk_full(error: BaseException | None, folder: Path) -> bool:
         if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
             return True
         error = error.__cause__ or error.__context__
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return failed_write and shutil.disk_usage(folder).free < 64 * 2**20
+    return failed_write and shutil.disk_usage(nearest_existing(folder)).free < 64 * 2**20
 
 
 @cli.entry_point("automlm-train", hide_details=True)

@@ -1,12 +1,14 @@
 """The whole-corpus study (issue 21, point 3): the method and CL alone trained for 1,500 steps on all of LibreOffice
 help's unlabelled text, at two rates, the dev split evaluated every 100 steps.
 
-Two commands:
+Three commands:
 
 - ``python -m comparison.long_run sample-dev``: the dev split the runs evaluate on. libreoffice-help's own dev split
   has 32 languages with about 1,800 queries and 2,000 pages each (some 120,000 texts an evaluation, over ten minutes on
   one core): sixteen evaluations a run would cost more than the training. The sample keeps 8 languages, 250 queries
   each and, per language, their pages plus other pages up to 1,000, drawn with a fixed seed.
+- ``python -m comparison.long_run train SYSTEM``: train ``cl_automlm`` (the default) or ``cl_only`` at 1e-5, then
+  2.5e-6; a run with a checkpoint continues from it (``--resume``), a finished one is skipped.
 - ``python -m comparison.long_run curves``: dev nDCG@10 against the step, both systems, one chart per rate, from each
   run's history (its export when finished, else its newest checkpoint), and a table of where each run stands.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,8 @@ from training import cli
 logger = logging.getLogger(__name__)
 
 PROG = "python -m comparison.long_run"
+SYSTEMS = {"cl_automlm": [], "cl_only": ["--auto_mlm_weight", "0"]}  # the default, and CL alone
+RATES = ("1e-5", "2.5e-6")
 LANGUAGES = ("en", "de", "es", "fr", "ja", "pt-BR", "ru", "zh-Hans")
 METRIC = "dev_ndcg@10"
 
@@ -64,6 +70,33 @@ def sample_dev(
         )
         counts[lang] = {"queries": len(chosen), "documents": len(documents)}
     return counts
+
+
+def train_command(system: str, rate: str, runs_dir: Path, dev_data: Path) -> list[str]:
+    """The `automlm-train` command of one run; with `--resume` when the run has a checkpoint (it continues there)."""
+    from training.checkpoints import complete_checkpoints
+
+    output_dir = runs_dir / f"{system}-lr{rate}"
+    command = [
+        sys.executable, "-m", "training.train", "--config", "configs/default.yaml",
+        "--config", "configs/long-run/libreoffice.yaml", "--dev_data", str(dev_data), "--learning_rate", rate,
+        *SYSTEMS[system], "--output_dir", str(output_dir),
+    ]  # fmt: skip
+    return [*command, "--resume"] if complete_checkpoints(output_dir / "checkpoints") else command
+
+
+def train(system: str, runs_dir: Path, dev_data: Path) -> None:
+    """Train (or continue) `system` at each rate in turn, skipping finished runs; each run's console goes to
+    `<run>.log` beside it."""
+    for rate in RATES:
+        output_dir = runs_dir / f"{system}-lr{rate}"
+        if (output_dir / "final" / "training_metrics.json").is_file():
+            continue
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        command = train_command(system, rate, runs_dir, dev_data)
+        logger.info("%s", " ".join(command))
+        with output_dir.with_suffix(".log").open("a") as log:
+            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
 def run_history(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
@@ -142,6 +175,14 @@ def build_parser() -> cli.ArgumentParser:
         example=f"{PROG} curves --runs_dir runs/long-run --figures_dir docs/figures/long-run",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "train",
+        help="train (or continue) one system at both rates",
+        example=f"{PROG} train cl_only --runs_dir runs/long-run",
+    )
+    run.add_argument("system", choices=sorted(SYSTEMS))
+    run.add_argument("--runs_dir", type=Path, default=Path("runs/long-run"))
+    run.add_argument("--dev_data", type=Path, default=Path("data/libreoffice-help-dev-sample"))
     sample = commands.add_parser(
         "sample-dev", help="sample the dev split the runs evaluate on", example=f"{PROG} sample-dev"
     )
@@ -162,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "sample-dev":
         print(json.dumps(sample_dev(cli.existing_folder(args.source, "--source"), args.output), indent=1))
+    elif args.command == "train":
+        train(
+            args.system,
+            cli.output_folder(args.runs_dir, "--runs_dir"),
+            cli.existing_folder(args.dev_data, "--dev_data"),
+        )
     else:
         print(curves(cli.existing_folder(args.runs_dir, "--runs_dir"), args.figures_dir))
 

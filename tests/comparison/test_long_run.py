@@ -47,3 +47,23 @@ def test_a_missing_runs_folder_is_one_line(tmp_path, capsys):
     assert exit_info.value.code == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("python -m comparison.long_run: ") and "missing" in line
+
+
+def test_a_run_with_a_checkpoint_continues_and_a_finished_one_is_skipped(tmp_path, monkeypatch):
+    import comparison.long_run as long_run
+    from training.checkpoints import MANIFEST
+
+    runs, dev = tmp_path / "runs", tmp_path / "dev"
+    command = long_run.train_command("cl_only", "1e-5", runs, dev)
+    assert command[-2:] == ["--output_dir", str(runs / "cl_only-lr1e-5")] and "--auto_mlm_weight" in command
+    (runs / "cl_only-lr1e-5" / "checkpoints" / "checkpoint-100").mkdir(parents=True)
+    (runs / "cl_only-lr1e-5" / "checkpoints" / "checkpoint-100" / MANIFEST).write_text("{}")
+    assert long_run.train_command("cl_only", "1e-5", runs, dev)[-1] == "--resume"
+
+    (runs / "cl_automlm-lr1e-5" / "final").mkdir(parents=True)
+    (runs / "cl_automlm-lr1e-5" / "final" / "training_metrics.json").write_text("{}")
+    launched = []
+    monkeypatch.setattr(long_run.subprocess, "run", lambda command, **kwargs: launched.append(command))
+    long_run.train("cl_automlm", runs, dev)
+    assert [c[c.index("--learning_rate") + 1] for c in launched] == ["2.5e-6"]  # 1e-5 is finished
+    assert "--auto_mlm_weight" not in launched[0] and "--resume" not in launched[0]

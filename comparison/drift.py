@@ -18,7 +18,7 @@ import argparse
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -52,9 +52,10 @@ def load_encoder(model_dir: Path, max_seq_length: int) -> Encoder:
     return DenseRetriever.from_model(str(model_dir), max_seq_length=max_seq_length, device="cpu").embed
 
 
-def sample_sentences(config: Path, count: int, seed: int) -> tuple[list[str], int]:
-    """`count` training sentences of the protocol, with its training prefix, and its `max_seq_length`."""
-    model_args, data_args, _ = parse_args(["--config", str(config)])
+def sample_sentences(configs: Sequence[Path], count: int, seed: int) -> tuple[list[str], int]:
+    """`count` training sentences of the settings files `configs` (later files override earlier ones), with their
+    training prefix, and their `max_seq_length`."""
+    model_args, data_args, _ = parse_args([arg for config in configs for arg in ("--config", str(config))])
     fill_prompts_from_backbone(resolve_backbone(model_args.backbone), data_args)
     texts = load_corpus(data_args).texts
     chosen = random.Random(seed).sample(texts, min(count, len(texts)))
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no exported model in {', '.join(missing)}: train the runs first (automlm-compare).")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    sentences, max_seq_length = sample_sentences(args.config, args.sentences, args.seed)
+    sentences, max_seq_length = sample_sentences([args.config], args.sentences, args.seed)
     reference = load_encoder(folders[args.reference], max_seq_length)(sentences)
     results = {args.reference: drift(reference, reference)}
     for run in args.runs:

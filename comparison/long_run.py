@@ -11,6 +11,10 @@ Three commands:
   2.5e-6; a run with a checkpoint continues from it (``--resume``), a finished one is skipped.
 - ``python -m comparison.long_run curves``: dev nDCG@10 against the step, both systems, one chart per rate, from each
   run's history (its export when finished, else its newest checkpoint), and a table of where each run stands.
+- ``python -m comparison.long_run score``: every finished run's dev-best step (its ``final/``) and last step (its
+  newest checkpoint, exported once to ``last/``) on the test split of all 32 languages, against the untouched encoder
+  (exported once to ``untouched/``), with paired bootstrap intervals, and how far each moved from the untouched
+  encoder (``comparison.drift`` on a sample of the training text).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from training import cli
 logger = logging.getLogger(__name__)
 
 PROG = "python -m comparison.long_run"
+STUDY_CONFIGS = (Path("configs/default.yaml"), Path("configs/long-run/libreoffice.yaml"))
 SYSTEMS = {"cl_automlm": [], "cl_only": ["--auto_mlm_weight", "0"]}  # the default, and CL alone
 RATES = ("1e-5", "2.5e-6")
 LANGUAGES = ("en", "de", "es", "fr", "ja", "pt-BR", "ru", "zh-Hans")
@@ -168,6 +173,89 @@ def _plot(systems: dict[str, list[tuple[int, float]]], title: str, path: Path) -
     logger.info("Wrote %s", path)
 
 
+def export_last(run_dir: Path) -> tuple[Path, int]:
+    """Export the last step of the finished run in `run_dir` (its newest intact checkpoint) to ``<run>/last``, a
+    folder like its ``final/`` (the dev-best step's); returns the folder and the step. An existing export is reused.
+
+    Raises:
+        ValueError: the newest checkpoint is not the step the run ended at (its checkpoints were not kept).
+    """
+    import torch
+    from safetensors.torch import load_model
+    from transformers import AutoTokenizer
+
+    from modeling_automlm import AutoMLMForPreTraining
+    from training.checkpoints import newest_intact_checkpoint
+    from training.export import export_sentence_transformers, written_beside
+
+    final, last = run_dir / "final", run_dir / "last"
+    ended = json.loads((final / "training_metrics.json").read_text(encoding="utf-8"))["steps"]
+    if (last / "config.json").is_file():
+        return last, ended
+    newest, _ = newest_intact_checkpoint(run_dir / "checkpoints")
+    step = torch.load(newest / "custom_checkpoint_0.pkl", weights_only=False)["step"]
+    if step != ended:
+        raise ValueError(
+            f"{run_dir}: the newest checkpoint is step {step}, the run ended at step {ended}; train with "
+            "keep_checkpoints: true (configs/long-run/libreoffice.yaml does) to score the last step."
+        )
+    model = AutoMLMForPreTraining.from_pretrained(final)
+    load_model(model, newest / "model.safetensors")  # every weight, the heads included: `final/` has the same shape
+    max_seq_length = json.loads((final / "training_config.json").read_text(encoding="utf-8"))["data"]["max_seq_length"]
+    prompts = json.loads((final / "config_sentence_transformers.json").read_text(encoding="utf-8")).get("prompts")
+    with written_beside(last) as folder:
+        export_sentence_transformers(
+            model.eval(), AutoTokenizer.from_pretrained(final), folder, max_seq_length, prompts=prompts
+        )
+    return last, step
+
+
+def score(runs_dir: Path, test_data: Path, sentences: int = 1000, seed: int = 0) -> str:
+    """Score every finished run under `runs_dir` at its dev-best and last steps on `test_data` (a folder of language
+    folders), against the untouched encoder; returns a markdown report and writes the numbers to
+    ``<runs_dir>/scores.json`` (each evaluation is cached under ``<runs_dir>/test/``)."""
+    from comparison.drift import drift, load_encoder, sample_sentences
+    from comparison.runner import evaluate_one
+    from comparison.untrained import export_from_settings
+    from evaluation.compare import compare_results
+    from evaluation.report import markdown_table
+
+    texts, max_seq_length = sample_sentences(STUDY_CONFIGS, sentences, seed)
+    untouched = runs_dir / "untouched" / "final"
+    if not (untouched / "config.json").is_file():
+        export_from_settings(list(STUDY_CONFIGS), None, untouched.parent)
+    models = {"untouched": (untouched, 0)}  # name -> (folder, step)
+    for run_dir in sorted(p for p in runs_dir.iterdir() if (p / "final" / "training_metrics.json").is_file()):
+        summary = json.loads((run_dir / "final" / "training_metrics.json").read_text(encoding="utf-8"))
+        models[f"{run_dir.name} dev-best"] = (run_dir / "final", summary["exported_step"])
+        models[f"{run_dir.name} last"] = export_last(run_dir)
+    results, moved = {}, {}
+    reference = load_encoder(untouched, max_seq_length)(texts)
+    for name, (folder, _) in models.items():
+        out = runs_dir / "test" / f"{name.replace(' ', '-')}.json"
+        results[name] = evaluate_one(str(folder), "libreoffice-help", test_data, None, out, max_seq_length)
+        embeddings = reference if name == "untouched" else load_encoder(folder, max_seq_length)(texts)
+        moved[name] = drift(reference, embeddings)
+    rows, numbers = [], {}
+    for name, (_, step) in models.items():
+        _, _, _, gain, interval, _ = compare_results(results[name], results["untouched"])[-1]
+        numbers[name] = {"step": step, "test_ndcg@10": results[name]["macro"]["ndcg@10"], **moved[name]}
+        rows.append([name, step, f"{numbers[name]['test_ndcg@10']:.4f}", f"{gain} {interval}",
+                     f"{moved[name]['cos_to_reference']:.3f}", f"{moved[name]['uniformity']:.2f}"])  # fmt: skip
+    headers = ["model", "step", "test nDCG@10", "minus untouched [95%]", "cosine to untouched", "uniformity"]
+    report = [markdown_table(rows, headers)]
+    pairs = []
+    for name in models:
+        other = name.replace("cl_automlm-", "cl_only-", 1)
+        if name.startswith("cl_automlm-") and other in results:
+            _, _, _, difference, interval, _ = compare_results(results[name], results[other])[-1]
+            pairs.append([f"{name} minus {other}", f"{difference} {interval}"])
+    if pairs:
+        report.append(markdown_table(pairs, ["pair (same rate, same step choice)", "test nDCG@10 [95%]"]))
+    (runs_dir / "scores.json").write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+    return "\n\n".join(report)
+
+
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
         prog=PROG,
@@ -195,6 +283,14 @@ def build_parser() -> cli.ArgumentParser:
     )
     chart.add_argument("--runs_dir", type=Path, required=True, help="the folder of the <system>-lr<rate> runs")
     chart.add_argument("--figures_dir", type=Path, help="where the charts go (none without it)")
+    test = commands.add_parser(
+        "score",
+        help="test scores of each finished run's dev-best and last steps, and their drift",
+        example=f"{PROG} score --runs_dir runs/long-run",
+    )
+    test.add_argument("--runs_dir", type=Path, required=True, help="the folder of the <system>-lr<rate> runs")
+    test.add_argument("--test_data", type=Path, default=Path("data/libreoffice-help"), help="its language folders")
+    test.add_argument("--sentences", type=int, default=1000, help="training sentences the drift is measured on")
     return parser
 
 
@@ -209,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             cli.output_folder(args.runs_dir, "--runs_dir"),
             cli.existing_folder(args.dev_data, "--dev_data"),
         )
+    elif args.command == "score":
+        runs_dir = cli.existing_folder(args.runs_dir, "--runs_dir")
+        print(score(runs_dir, cli.existing_folder(args.test_data, "--test_data"), args.sentences))
     else:
         print(curves(cli.existing_folder(args.runs_dir, "--runs_dir"), args.figures_dir))
 

@@ -83,7 +83,8 @@ def export_sentence_transformers(
         SentenceTransformer(modules=[transformer], similarity_fn_name="cosine", prompts=prompts).save(
             scratch, create_model_card=False
         )
-        for name in ST_CONFIG_FILES:
+        # sentence-transformers keeps `max_seq_length` as the tokenizer's `model_max_length`: its tokenizer config too.
+        for name in (*ST_CONFIG_FILES, *(["tokenizer_config.json"] if max_seq_length is not None else [])):
             shutil.copy(Path(scratch) / name, output_dir / name)
     logger.info("Exported the sentence-transformers model (custom code) to %s", output_dir)
     return output_dir

@@ -9,6 +9,7 @@ from comparison.long_run import curves, main, sample_dev
 from evaluation.data import load_beir
 
 BEIR_TINY = Path(__file__).parents[1] / "fixtures" / "beir_tiny"
+PROMPTS = {"query": "query: ", "document": "passage: "}
 
 
 def test_the_dev_sample_keeps_each_query_with_its_pages_and_fewer_distractors(tmp_path):
@@ -67,3 +68,98 @@ def test_a_run_with_a_checkpoint_continues_and_a_finished_one_is_skipped(tmp_pat
     long_run.train("cl_automlm", runs, dev)
     assert [c[c.index("--learning_rate") + 1] for c in launched] == ["2.5e-6"]  # 1e-5 is finished
     assert "--auto_mlm_weight" not in launched[0] and "--resume" not in launched[0]
+
+
+def _finished_run(run_dir: Path, final_model, checkpoint_model, tokenizer, steps: int, checkpoint_step: int) -> None:
+    """A run folder as `automlm-train` leaves it with keep_checkpoints: `final/` and the newest checkpoint."""
+    import torch
+    from safetensors.torch import save_model
+
+    from training.checkpoints import write_manifest
+    from training.export import export_sentence_transformers
+
+    export_sentence_transformers(final_model, tokenizer, run_dir / "final", max_seq_length=16, prompts=PROMPTS)
+    (run_dir / "final" / "training_metrics.json").write_text(json.dumps({"steps": steps, "exported_step": 1}))
+    (run_dir / "final" / "training_config.json").write_text(json.dumps({"data": {"max_seq_length": 16}}))
+    checkpoint = run_dir / "checkpoints" / f"checkpoint-{checkpoint_step}"
+    checkpoint.mkdir(parents=True)
+    save_model(checkpoint_model, str(checkpoint / "model.safetensors"))
+    torch.save({"step": checkpoint_step}, checkpoint / "custom_checkpoint_0.pkl")
+    write_manifest(checkpoint, checkpoint_step)
+
+
+def test_the_last_step_is_exported_from_the_newest_checkpoint_with_the_final_folder_s_settings(
+    tmp_path, make_model, tokenizer
+):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from comparison.long_run import export_last
+    from modeling_automlm import AutoMLMForPreTraining
+
+    best, last_step = make_model(seed=0), make_model(seed=1)
+    _finished_run(tmp_path / "run", best, last_step, tokenizer, steps=3, checkpoint_step=3)
+    folder, step = export_last(tmp_path / "run")
+    assert (folder, step) == (tmp_path / "run" / "last", 3)
+    loaded = AutoMLMForPreTraining.from_pretrained(folder).state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in last_step.state_dict().items())
+    assert not torch.equal(loaded["automlm.encoder.embeddings.word_embeddings.weight"],
+                           best.state_dict()["automlm.encoder.embeddings.word_embeddings.weight"])  # fmt: skip
+    final = SentenceTransformer(str(tmp_path / "run" / "final"), trust_remote_code=True)
+    exported = SentenceTransformer(str(folder), trust_remote_code=True)
+    assert (exported.max_seq_length, exported.prompts) == (final.max_seq_length, final.prompts) == (16, PROMPTS)
+
+    _finished_run(tmp_path / "cut", best, last_step, tokenizer, steps=4, checkpoint_step=3)
+    with pytest.raises(ValueError, match=r"newest checkpoint is step 3, the run ended at step 4.*keep_checkpoints"):
+        export_last(tmp_path / "cut")
+    assert not (tmp_path / "cut" / "last").exists()
+
+
+def test_the_scores_compare_each_step_choice_with_the_untouched_encoder_and_the_other_system(tmp_path, monkeypatch):
+    import torch
+
+    import comparison.drift
+    import comparison.long_run as long_run
+    import comparison.runner
+
+    runs = tmp_path / "runs"
+    (runs / "untouched" / "final").mkdir(parents=True)
+    (runs / "untouched" / "final" / "config.json").write_text("{}")
+    for system, exported in (("cl_automlm", 100), ("cl_only", 300)):
+        (runs / f"{system}-lr1e-5" / "final").mkdir(parents=True)
+        (runs / f"{system}-lr1e-5" / "final" / "training_metrics.json").write_text(
+            json.dumps({"steps": 400, "exported_step": exported})
+        )
+    (runs / "cl_only-lr2.5e-6" / "checkpoints").mkdir(parents=True)  # not finished: not scored
+    monkeypatch.setattr(long_run, "export_last", lambda run_dir: (run_dir / "last", 400))
+    monkeypatch.setattr(comparison.drift, "sample_sentences", lambda configs, count, seed: (["a", "b", "c"], 32))
+    score_of = {"untouched": 0.5, "cl_automlm-lr1e-5": 0.6, "cl_only-lr1e-5": 0.7}  # per query, the same everywhere
+    evaluated = []
+
+    def evaluate_one(model, name, data, pivot, out, max_seq_length):
+        evaluated.append((Path(model).relative_to(runs).as_posix(), out.name, max_seq_length))
+        value = score_of[Path(model).parent.name] + (0.05 if Path(model).name == "last" else 0.0)
+        per_query = {"en": {f"q{i}": {"ndcg@10": value} for i in range(20)}}
+        return {"macro": {"ndcg@10": value}, "per_language": {"en": {"ndcg@10": value}}, "per_query": per_query}
+
+    def load_encoder(folder, max_seq_length):
+        sign = -1.0 if folder.name == "last" else 1.0
+        return lambda texts: sign * torch.eye(3)[: len(texts)]
+
+    monkeypatch.setattr(comparison.runner, "evaluate_one", evaluate_one)
+    monkeypatch.setattr(comparison.drift, "load_encoder", load_encoder)
+    report = long_run.score(runs, tmp_path / "test")
+
+    assert sorted(evaluated) == sorted([
+        ("untouched/final", "untouched.json", 32),
+        ("cl_automlm-lr1e-5/final", "cl_automlm-lr1e-5-dev-best.json", 32),
+        ("cl_automlm-lr1e-5/last", "cl_automlm-lr1e-5-last.json", 32),
+        ("cl_only-lr1e-5/final", "cl_only-lr1e-5-dev-best.json", 32),
+        ("cl_only-lr1e-5/last", "cl_only-lr1e-5-last.json", 32),
+    ])  # fmt: skip
+    assert "| cl_automlm-lr1e-5 dev-best | 100 | 0.6000 | +0.100 [+0.100, +0.100] | 1.000 |" in report
+    assert "| cl_only-lr1e-5 last | 400 | 0.7500 | +0.250 [+0.250, +0.250] | -1.000 |" in report
+    assert "| cl_automlm-lr1e-5 last minus cl_only-lr1e-5 last | -0.100 [-0.100, -0.100] |" in report
+    numbers = json.loads((runs / "scores.json").read_text())
+    assert numbers["cl_only-lr1e-5 dev-best"]["step"] == 300 and numbers["untouched"]["cos_to_reference"] == 1.0
+    assert "cl_only-lr2.5e-6 dev-best" not in numbers

@@ -60,3 +60,17 @@ def test_prompts_of_the_export_equal_adding_the_prefix_by_hand(trained_like_mode
     torch.testing.assert_close(st.encode_document(TEXTS, convert_to_tensor=True), by_hand_documents, atol=1e-6, rtol=0)
     # The prompt changes the vector: the check above is not vacuous.
     assert not torch.allclose(by_hand_queries, st.encode(TEXTS, convert_to_tensor=True), atol=1e-4)
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_both_exports_keep_a_max_seq_length_below_the_tokenizer_s_limit(make_model, tokenizer, tmp_path, plain):
+    model = make_model().eval()
+    export = export_plain if plain else export_sentence_transformers
+    export(model, tokenizer, tmp_path, max_seq_length=6)
+    st = SentenceTransformer(str(tmp_path), trust_remote_code=not plain, device="cpu")
+    assert tokenizer.model_max_length == 64 and st.max_seq_length == 6
+    long_text = " ".join(TEXTS)
+    truncated = tokenizer(long_text, truncation=True, max_length=6, return_tensors="pt")
+    with torch.no_grad():
+        expected = model.automlm(**truncated).sentence_embedding
+    torch.testing.assert_close(st.encode([long_text], convert_to_tensor=True), expected, atol=1e-5, rtol=1e-4)

@@ -20,6 +20,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -52,14 +53,26 @@ def load_encoder(model_dir: Path, max_seq_length: int) -> Encoder:
     return DenseRetriever.from_model(str(model_dir), max_seq_length=max_seq_length, device="cpu").embed
 
 
-def sample_sentences(configs: Sequence[Path], count: int, seed: int) -> tuple[list[str], int]:
-    """`count` training sentences of the settings files `configs` (later files override earlier ones), with their
-    training prefix, and their `max_seq_length`."""
+class TrainingSample(NamedTuple):
+    """A seeded sample of a protocol's training sentences, the prefix training puts before each, and its length."""
+
+    texts: list[str]
+    prefix: str
+    max_seq_length: int
+
+    @property
+    def prefixed(self) -> list[str]:
+        """The sentences as the encoder saw them in training."""
+        return [f"{self.prefix}{text}" for text in self.texts]
+
+
+def sample_sentences(configs: Sequence[Path], count: int, seed: int) -> TrainingSample:
+    """`count` training sentences of the settings files `configs` (later files override earlier ones)."""
     model_args, data_args, _ = parse_args([arg for config in configs for arg in ("--config", str(config))])
     fill_prompts_from_backbone(resolve_backbone(model_args.backbone), data_args)
     texts = load_corpus(data_args).texts
     chosen = random.Random(seed).sample(texts, min(count, len(texts)))
-    return [f"{data_args.text_prefix or ''}{text}" for text in chosen], data_args.max_seq_length
+    return TrainingSample(chosen, data_args.text_prefix or "", data_args.max_seq_length)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no exported model in {', '.join(missing)}: train the runs first (automlm-compare).")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    sentences, max_seq_length = sample_sentences([args.config], args.sentences, args.seed)
+    sample = sample_sentences([args.config], args.sentences, args.seed)
+    sentences, max_seq_length = sample.prefixed, sample.max_seq_length
     reference = load_encoder(folders[args.reference], max_seq_length)(sentences)
     results = {args.reference: drift(reference, reference)}
     for run in args.runs:

@@ -28,12 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from comparison.drift import TrainingSample
 from evaluation.data import find_languages, load_beir, write_beir
 from training import cli
 
 logger = logging.getLogger(__name__)
 
 PROG = "python -m comparison.long_run"
+GRADIENT_KEYS = ("grad_norm_cl", "grad_norm_auto_mlm", "grad_ratio_auto_mlm")
 STUDY_CONFIGS = (Path("configs/default.yaml"), Path("configs/long-run/libreoffice.yaml"))
 SYSTEMS = {"cl_automlm": [], "cl_only": ["--auto_mlm_weight", "0"]}  # the default, and CL alone
 RATES = ("1e-5", "2.5e-6")
@@ -210,6 +212,39 @@ def export_last(run_dir: Path) -> tuple[Path, int]:
     return last, step
 
 
+def gradient_norms(
+    model_dir: Path, sample: TrainingSample, batches: int = 8, batch_size: int = 32
+) -> dict[str, float]:
+    """Each loss term's gradient norm at the encoder's layers (`training.gradients.term_gradient_norms`), and the
+    Auto-MLM term's over CL's, averaged over `batches` batches of `sample`'s sentences, for the model in `model_dir`
+    (an `AutoMLMForPreTraining` folder) with its own objective, in training mode, masks and dropout seeded."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from modeling_automlm import AutoMLMForPreTraining
+    from training.data import AutoMLMCollator
+    from training.gradients import term_gradient_norms
+
+    if len(sample.texts) < batches * batch_size:
+        raise ValueError(
+            f"{batches} batches of {batch_size} need {batches * batch_size} sentences, not {len(sample.texts)}."
+        )
+    model = AutoMLMForPreTraining.from_pretrained(model_dir).train()
+    collator = AutoMLMCollator(
+        AutoTokenizer.from_pretrained(model_dir),
+        max_length=sample.max_seq_length,
+        whole_word_masking=model.config.masking_scheme == "whole_word",
+        text_prefix=sample.prefix,
+    )
+    torch.manual_seed(0)
+    means: dict[str, float] = {}
+    for start in range(0, batches * batch_size, batch_size):
+        batch = collator([{"text": text} for text in sample.texts[start : start + batch_size]])
+        for key, value in term_gradient_norms(model, model(**batch)).items():
+            means[key] = means.get(key, 0.0) + value / batches
+    return means
+
+
 def score(runs_dir: Path, test_data: Path, sentences: int = 1000, seed: int = 0) -> str:
     """Score every finished run under `runs_dir` at its dev-best and last steps on `test_data` (a folder of language
     folders), against the untouched encoder; returns a markdown report and writes the numbers to
@@ -220,7 +255,8 @@ def score(runs_dir: Path, test_data: Path, sentences: int = 1000, seed: int = 0)
     from evaluation.compare import compare_results
     from evaluation.report import markdown_table
 
-    texts, max_seq_length = sample_sentences(STUDY_CONFIGS, sentences, seed)
+    sample = sample_sentences(STUDY_CONFIGS, sentences, seed)
+    texts, max_seq_length = sample.prefixed, sample.max_seq_length
     untouched = runs_dir / "untouched" / "final"
     if not (untouched / "config.json").is_file():
         export_from_settings(list(STUDY_CONFIGS), None, untouched.parent)
@@ -236,13 +272,17 @@ def score(runs_dir: Path, test_data: Path, sentences: int = 1000, seed: int = 0)
         results[name] = evaluate_one(str(folder), "libreoffice-help", test_data, None, out, max_seq_length)
         embeddings = reference if name == "untouched" else load_encoder(folder, max_seq_length)(texts)
         moved[name] = drift(reference, embeddings)
+        if name != "untouched":  # its head is a random one, not the pretrained head the method's runs start from
+            moved[name] |= gradient_norms(folder, sample)
     rows, numbers = [], {}
     for name, (_, step) in models.items():
         _, _, _, gain, interval, _ = compare_results(results[name], results["untouched"])[-1]
         numbers[name] = {"step": step, "test_ndcg@10": results[name]["macro"]["ndcg@10"], **moved[name]}
-        rows.append([name, step, f"{numbers[name]['test_ndcg@10']:.4f}", f"{gain} {interval}",
-                     f"{moved[name]['cos_to_reference']:.3f}", f"{moved[name]['uniformity']:.2f}"])  # fmt: skip
-    headers = ["model", "step", "test nDCG@10", "minus untouched [95%]", "cosine to untouched", "uniformity"]
+        norms = [f"{moved[name][key]:.3g}" if key in moved[name] else "-" for key in GRADIENT_KEYS]
+        cosine, spread = f"{moved[name]['cos_to_reference']:.3f}", f"{moved[name]['uniformity']:.2f}"
+        rows.append([name, step, f"{numbers[name]['test_ndcg@10']:.4f}", f"{gain} {interval}", cosine, spread, *norms])
+    headers = ["model", "step", "test nDCG@10", "minus untouched [95%]", "cosine to untouched", "uniformity",
+               "gradient norm: CL", "weighted Auto-MLM", "ratio"]  # fmt: skip
     report = [markdown_table(rows, headers)]
     pairs = []
     for name in models:

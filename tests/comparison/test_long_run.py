@@ -132,7 +132,14 @@ def test_the_scores_compare_each_step_choice_with_the_untouched_encoder_and_the_
         )
     (runs / "cl_only-lr2.5e-6" / "checkpoints").mkdir(parents=True)  # not finished: not scored
     monkeypatch.setattr(long_run, "export_last", lambda run_dir: (run_dir / "last", 400))
-    monkeypatch.setattr(comparison.drift, "sample_sentences", lambda configs, count, seed: (["a", "b", "c"], 32))
+    sample = comparison.drift.TrainingSample(["a", "b", "c"], "query: ", 32)
+    monkeypatch.setattr(comparison.drift, "sample_sentences", lambda configs, count, seed: sample)
+    measured = []
+
+    def gradient_norms(folder, sample):
+        measured.append(folder.relative_to(runs).as_posix())
+        return {"grad_norm_cl": 2.0} if "cl_only" in str(folder) else {"grad_norm_cl": 0.5, "grad_norm_auto_mlm": 1.5}
+
     score_of = {"untouched": 0.5, "cl_automlm-lr1e-5": 0.6, "cl_only-lr1e-5": 0.7}  # per query, the same everywhere
     evaluated = []
 
@@ -144,10 +151,16 @@ def test_the_scores_compare_each_step_choice_with_the_untouched_encoder_and_the_
 
     def load_encoder(folder, max_seq_length):
         sign = -1.0 if folder.name == "last" else 1.0
-        return lambda texts: sign * torch.eye(3)[: len(texts)]
+
+        def encode(texts):
+            assert texts == ["query: a", "query: b", "query: c"]
+            return sign * torch.eye(3)
+
+        return encode
 
     monkeypatch.setattr(comparison.runner, "evaluate_one", evaluate_one)
     monkeypatch.setattr(comparison.drift, "load_encoder", load_encoder)
+    monkeypatch.setattr(long_run, "gradient_norms", gradient_norms)
     report = long_run.score(runs, tmp_path / "test")
 
     assert sorted(evaluated) == sorted([
@@ -158,8 +171,30 @@ def test_the_scores_compare_each_step_choice_with_the_untouched_encoder_and_the_
         ("cl_only-lr1e-5/last", "cl_only-lr1e-5-last.json", 32),
     ])  # fmt: skip
     assert "| cl_automlm-lr1e-5 dev-best | 100 | 0.6000 | +0.100 [+0.100, +0.100] | 1.000 |" in report
-    assert "| cl_only-lr1e-5 last | 400 | 0.7500 | +0.250 [+0.250, +0.250] | -1.000 |" in report
+    assert "| 0.5 | 1.5 | - |" in report  # the norms as measured (the ratio is the measurement's, mocked here)
+    assert "| cl_only-lr1e-5 last | 400 | 0.7500 | +0.250 [+0.250, +0.250] | -1.000 | -4.00 | 2 | - | - |" in report
+    assert "| untouched | 0 | 0.5000 | +0.000 [+0.000, +0.000] | 1.000 | -4.00 | - | - | - |" in report
+    assert len(measured) == 4 and "untouched/final" not in measured  # a random head says nothing: not measured
     assert "| cl_automlm-lr1e-5 last minus cl_only-lr1e-5 last | -0.100 [-0.100, -0.100] |" in report
     numbers = json.loads((runs / "scores.json").read_text())
     assert numbers["cl_only-lr1e-5 dev-best"]["step"] == 300 and numbers["untouched"]["cos_to_reference"] == 1.0
     assert "cl_only-lr2.5e-6 dev-best" not in numbers
+
+
+def test_the_gradient_norms_are_each_term_s_at_the_encoder_and_repeat_exactly(
+    tmp_path, make_model, tokenizer, sentences
+):
+    from comparison.drift import TrainingSample
+    from comparison.long_run import gradient_norms
+    from training.export import export_sentence_transformers
+
+    sample = TrainingSample(sentences[:8], "query: ", 16)
+    export_sentence_transformers(make_model(auto_mlm_weight=0.1), tokenizer, tmp_path / "method")
+    norms = gradient_norms(tmp_path / "method", sample, batches=2, batch_size=4)
+    assert set(norms) == {"grad_norm_cl", "grad_norm_auto_mlm", "grad_ratio_auto_mlm"}
+    assert norms["grad_norm_cl"] > 0 and norms["grad_norm_auto_mlm"] > 0
+    assert gradient_norms(tmp_path / "method", sample, batches=2, batch_size=4) == norms  # masks and dropout seeded
+    export_sentence_transformers(make_model(auto_mlm_weight=0.0), tokenizer, tmp_path / "cl")
+    assert set(gradient_norms(tmp_path / "cl", sample, batches=2, batch_size=4)) == {"grad_norm_cl"}
+    with pytest.raises(ValueError, match="need 40 sentences, not 8"):
+        gradient_norms(tmp_path / "cl", sample, batches=10, batch_size=4)

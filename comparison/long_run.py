@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -79,28 +80,41 @@ def sample_dev(
     return counts
 
 
-def train_command(system: str, rate: str, runs_dir: Path, dev_data: Path) -> list[str]:
+def run_name(system: str, rate: str, seed: int | None = None) -> str:
+    """``<system>-lr<rate>`` (the trainer's default seed, 42), or ``<system>-lr<rate>-seed<seed>``."""
+    return f"{system}-lr{rate}" + ("" if seed is None else f"-seed{seed}")
+
+
+def parse_run_name(name: str) -> tuple[str, str, int | None] | None:
+    """``(system, rate, seed)`` of a `run_name`; None for any other folder name."""
+    match = re.fullmatch(r"(?P<system>\w+)-lr(?P<rate>.+?)(?:-seed(?P<seed>\d+))?", name)
+    if match is None:
+        return None
+    return match["system"], match["rate"], None if match["seed"] is None else int(match["seed"])
+
+
+def train_command(system: str, rate: str, runs_dir: Path, dev_data: Path, seed: int | None = None) -> list[str]:
     """The `automlm-train` command of one run; with `--resume` when the run has a checkpoint (it continues there)."""
     from training.checkpoints import complete_checkpoints
 
-    output_dir = runs_dir / f"{system}-lr{rate}"
+    output_dir = runs_dir / run_name(system, rate, seed)
     command = [
         sys.executable, "-m", "training.train", "--config", "configs/default.yaml",
         "--config", "configs/long-run/libreoffice.yaml", "--dev_data", str(dev_data), "--learning_rate", rate,
-        *SYSTEMS[system], "--output_dir", str(output_dir),
+        *SYSTEMS[system], *([] if seed is None else ["--seed", str(seed)]), "--output_dir", str(output_dir),
     ]  # fmt: skip
     return [*command, "--resume"] if complete_checkpoints(output_dir / "checkpoints") else command
 
 
-def train(system: str, runs_dir: Path, dev_data: Path) -> None:
+def train(system: str, runs_dir: Path, dev_data: Path, seed: int | None = None) -> None:
     """Train (or continue) `system` at each rate in turn, skipping finished runs; each run's console goes to
     `<run>.log` beside it."""
     for rate in RATES:
-        output_dir = runs_dir / f"{system}-lr{rate}"
+        output_dir = runs_dir / run_name(system, rate, seed)
         if (output_dir / "final" / "training_metrics.json").is_file():
             continue
         runs_dir.mkdir(parents=True, exist_ok=True)
-        command = train_command(system, rate, runs_dir, dev_data)
+        command = train_command(system, rate, runs_dir, dev_data, seed)
         logger.info("%s", " ".join(command))
         with output_dir.with_suffix(".log").open("a") as log:
             subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -133,11 +147,11 @@ def curves(runs_dir: Path, figures_dir: Path | None) -> str:
     rate; returns the table."""
     rows = ["| run | status | dev nDCG@10 at step 0 | best (step) | last (step) |", "| --- | --- | --- | --- | --- |"]
     by_rate: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir() and "-lr" in p.name):
+    for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir() and parse_run_name(p.name)):
         history, status = run_history(run_dir)
         curve = dev_curve(history)
-        system, rate = run_dir.name.rsplit("-lr", 1)
-        by_rate.setdefault(rate, {})[system] = curve
+        system, rate, seed = parse_run_name(run_dir.name)
+        by_rate.setdefault(rate, {})[system if seed is None else f"{system} seed {seed}"] = curve
         if not curve:
             rows.append(f"| {run_dir.name} | {status} | - | - | - |")
             continue
@@ -311,6 +325,9 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("system", choices=sorted(SYSTEMS))
     run.add_argument("--runs_dir", type=Path, default=Path("runs/long-run"))
     run.add_argument("--dev_data", type=Path, default=Path("data/libreoffice-help-dev-sample"))
+    run.add_argument(
+        "--seed", type=int, help="another seed than the trainer's default (42): runs <system>-lr<rate>-seed<N>"
+    )
     sample = commands.add_parser(
         "sample-dev", help="sample the dev split the runs evaluate on", example=f"{PROG} sample-dev"
     )
@@ -344,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.system,
             cli.output_folder(args.runs_dir, "--runs_dir"),
             cli.existing_folder(args.dev_data, "--dev_data"),
+            args.seed,
         )
     elif args.command == "score":
         runs_dir = cli.existing_folder(args.runs_dir, "--runs_dir")

@@ -198,3 +198,30 @@ def test_the_gradient_norms_are_each_term_s_at_the_encoder_and_repeat_exactly(
     assert set(gradient_norms(tmp_path / "cl", sample, batches=2, batch_size=4)) == {"grad_norm_cl"}
     with pytest.raises(ValueError, match="need 40 sentences, not 8"):
         gradient_norms(tmp_path / "cl", sample, batches=10, batch_size=4)
+
+
+def test_another_seed_runs_in_its_own_folder_and_charts_beside_the_first(tmp_path, monkeypatch):
+    import comparison.long_run as long_run
+
+    assert long_run.parse_run_name("cl_automlm-lr2.5e-6") == ("cl_automlm", "2.5e-6", None)
+    assert long_run.parse_run_name("cl_only-lr2.5e-6-seed1") == ("cl_only", "2.5e-6", 1)
+    assert long_run.parse_run_name("untouched") is None and long_run.parse_run_name("test") is None
+    runs, launched = tmp_path / "runs", []
+    monkeypatch.setattr(long_run.subprocess, "run", lambda command, **kwargs: launched.append(command))
+    long_run.train("cl_only", runs, tmp_path / "dev", seed=1)
+    assert [c[c.index("--output_dir") + 1] for c in launched] == [
+        str(runs / "cl_only-lr1e-5-seed1"), str(runs / "cl_only-lr2.5e-6-seed1")
+    ]  # fmt: skip
+    assert all(c[c.index("--seed") + 1] == "1" for c in launched)
+
+    history = [{"step": 0, "dev_ndcg@10": 0.5}, {"step": 100, "dev_ndcg@10": 0.6}]
+    for name in ("cl_only-lr1e-5", "cl_only-lr1e-5-seed1"):
+        (runs / name / "final").mkdir(parents=True)
+        (runs / name / "final" / "training_metrics.json").write_text(json.dumps({"history": history}))
+    (runs / "untouched" / "final").mkdir(parents=True)  # not a run: left out
+    charted = []
+    monkeypatch.setattr(long_run, "_plot", lambda systems, title, path: charted.append((sorted(systems), path.name)))
+    table = long_run.curves(runs, tmp_path / "figures")
+    assert "| cl_only-lr1e-5-seed1 | finished | 0.5000 | 0.6000 (100) | 0.6000 (100) |" in table
+    assert "untouched" not in table
+    assert charted == [(["cl_only", "cl_only seed 1"], "dev-ndcg-lr1e-5.png")]

@@ -1,20 +1,21 @@
 """The whole-corpus study (issue 21, point 3): the method and CL alone trained for 1,500 steps on all of LibreOffice
 help's unlabelled text, at two rates, the dev split evaluated every 100 steps.
 
-Three commands:
+Four commands:
 
 - ``python -m comparison.long_run sample-dev``: the dev split the runs evaluate on. libreoffice-help's own dev split
   has 32 languages with about 1,800 queries and 2,000 pages each (some 120,000 texts an evaluation, over ten minutes on
   one core): sixteen evaluations a run would cost more than the training. The sample keeps 8 languages, 250 queries
   each and, per language, their pages plus other pages up to 1,000, drawn with a fixed seed.
 - ``python -m comparison.long_run train SYSTEM``: train ``cl_automlm`` (the default) or ``cl_only`` at 1e-5, then
-  2.5e-6; a run with a checkpoint continues from it (``--resume``), a finished one is skipped.
+  2.5e-6; a run with a checkpoint continues from it (``--resume``), a finished one is skipped; ``--seed N`` runs
+  another seed beside the first (``<system>-lr<rate>-seed<N>``).
 - ``python -m comparison.long_run curves``: dev nDCG@10 against the step, both systems, one chart per rate, from each
   run's history (its export when finished, else its newest checkpoint), and a table of where each run stands.
 - ``python -m comparison.long_run score``: every finished run's dev-best step (its ``final/``) and last step (its
   newest checkpoint, exported once to ``last/``) on the test split of all 32 languages, against the untouched encoder
   (exported once to ``untouched/``), with paired bootstrap intervals, and how far each moved from the untouched
-  encoder (``comparison.drift`` on a sample of the training text).
+  encoder (``comparison.drift`` on a sample of the training text) and with what gradient each loss term moves it.
 """
 
 from __future__ import annotations
@@ -126,15 +127,22 @@ def run_history(run_dir: Path) -> tuple[list[dict[str, Any]], str]:
     summary = run_dir / "final" / "training_metrics.json"
     if summary.is_file():
         return json.loads(summary.read_text())["history"], "finished"
-    import torch
-
-    from training.checkpoints import complete_checkpoints, newest_intact_checkpoint
+    from training.checkpoints import complete_checkpoints
 
     if not complete_checkpoints(run_dir / "checkpoints"):
         return [], "no checkpoint yet"
-    newest, _ = newest_intact_checkpoint(run_dir / "checkpoints")
-    state = torch.load(newest / "custom_checkpoint_0.pkl", weights_only=False)
+    _, state = newest_progress(run_dir)
     return state["history"], f"at step {state['step']}"
+
+
+def newest_progress(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The run's newest intact checkpoint and the progress saved in it (`TrainingState`: its step, its history)."""
+    import torch
+
+    from training.checkpoints import newest_intact_checkpoint
+
+    newest, _ = newest_intact_checkpoint(run_dir / "checkpoints")
+    return newest, torch.load(newest / "custom_checkpoint_0.pkl", weights_only=False)
 
 
 def dev_curve(history: list[dict[str, Any]]) -> list[tuple[int, float]]:
@@ -196,20 +204,18 @@ def export_last(run_dir: Path) -> tuple[Path, int]:
     Raises:
         ValueError: the newest checkpoint is not the step the run ended at (its checkpoints were not kept).
     """
-    import torch
     from safetensors.torch import load_model
     from transformers import AutoTokenizer
 
     from modeling_automlm import AutoMLMForPreTraining
-    from training.checkpoints import newest_intact_checkpoint
     from training.export import export_sentence_transformers, written_beside
 
     final, last = run_dir / "final", run_dir / "last"
     ended = json.loads((final / "training_metrics.json").read_text(encoding="utf-8"))["steps"]
     if (last / "config.json").is_file():
         return last, ended
-    newest, _ = newest_intact_checkpoint(run_dir / "checkpoints")
-    step = torch.load(newest / "custom_checkpoint_0.pkl", weights_only=False)["step"]
+    newest, progress = newest_progress(run_dir)
+    step = progress["step"]
     if step != ended:
         raise ValueError(
             f"{run_dir}: the newest checkpoint is step {step}, the run ended at step {ended}; train with "
@@ -262,7 +268,8 @@ def gradient_norms(
 def score(runs_dir: Path, test_data: Path, sentences: int = 1000, seed: int = 0) -> str:
     """Score every finished run under `runs_dir` at its dev-best and last steps on `test_data` (a folder of language
     folders), against the untouched encoder; returns a markdown report and writes the numbers to
-    ``<runs_dir>/scores.json`` (each evaluation is cached under ``<runs_dir>/test/``)."""
+    ``<runs_dir>/scores.json`` (each model's evaluation, drift and gradient norms are cached under
+    ``<runs_dir>/test/``: a later call measures only the runs finished since)."""
     from comparison.drift import drift, load_encoder, sample_sentences
     from comparison.runner import evaluate_one
     from comparison.untrained import export_from_settings
@@ -279,15 +286,22 @@ def score(runs_dir: Path, test_data: Path, sentences: int = 1000, seed: int = 0)
         summary = json.loads((run_dir / "final" / "training_metrics.json").read_text(encoding="utf-8"))
         models[f"{run_dir.name} dev-best"] = (run_dir / "final", summary["exported_step"])
         models[f"{run_dir.name} last"] = export_last(run_dir)
-    results, moved = {}, {}
-    reference = load_encoder(untouched, max_seq_length)(texts)
+    results, moved, reference = {}, {}, None
     for name, (folder, _) in models.items():
-        out = runs_dir / "test" / f"{name.replace(' ', '-')}.json"
+        key = name.replace(" ", "-")
+        out = runs_dir / "test" / f"{key}.json"
         results[name] = evaluate_one(str(folder), "libreoffice-help", test_data, None, out, max_seq_length)
-        embeddings = reference if name == "untouched" else load_encoder(folder, max_seq_length)(texts)
-        moved[name] = drift(reference, embeddings)
-        if name != "untouched":  # its head is a random one, not the pretrained head the method's runs start from
-            moved[name] |= gradient_norms(folder, sample)
+        cached = runs_dir / "test" / f"{key}-moved-{len(texts)}.json"  # drift and gradients, once per model
+        if not cached.is_file():
+            if reference is None:
+                reference = load_encoder(untouched, max_seq_length)(texts)
+            embeddings = reference if name == "untouched" else load_encoder(folder, max_seq_length)(texts)
+            measured = drift(reference, embeddings)
+            if name != "untouched":  # its head is a random one, not the pretrained head the method's runs start from
+                measured |= gradient_norms(folder, sample)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(measured, indent=2) + "\n", encoding="utf-8")
+        moved[name] = json.loads(cached.read_text(encoding="utf-8"))
     rows, numbers = [], {}
     for name, (_, step) in models.items():
         _, _, _, gain, interval, _ = compare_results(results[name], results["untouched"])[-1]

@@ -179,6 +179,7 @@ def test_the_scores_compare_each_step_choice_with_the_untouched_encoder_and_the_
     numbers = json.loads((runs / "scores.json").read_text())
     assert numbers["cl_only-lr1e-5 dev-best"]["step"] == 300 and numbers["untouched"]["cos_to_reference"] == 1.0
     assert "cl_only-lr2.5e-6 dev-best" not in numbers
+    assert long_run.score(runs, tmp_path / "test") == report and len(measured) == 4  # measured once per model
 
 
 def test_the_gradient_norms_are_each_term_s_at_the_encoder_and_repeat_exactly(

@@ -1,7 +1,7 @@
 """The whole-corpus study (issue 21, point 3): the method and CL alone trained for 1,500 steps on all of LibreOffice
 help's unlabelled text, at two rates, the dev split evaluated every 100 steps.
 
-Four commands:
+Five commands:
 
 - ``python -m comparison.long_run sample-dev``: the dev split the runs evaluate on. libreoffice-help's own dev split
   has 32 languages with about 1,800 queries and 2,000 pages each (some 120,000 texts an evaluation, over ten minutes on
@@ -16,6 +16,8 @@ Four commands:
   newest checkpoint, exported once to ``last/``) on the test split of all 32 languages, against the untouched encoder
   (exported once to ``untouched/``), with paired bootstrap intervals, and how far each moved from the untouched
   encoder (``comparison.drift`` on a sample of the training text) and with what gradient each loss term moves it.
+- ``python -m comparison.long_run table-or-layers RUN``: where a finished run's change lives: the dev score of its last
+  step with the untouched encoder's embedding table put back, and of the untouched encoder with the run's table.
 """
 
 from __future__ import annotations
@@ -232,6 +234,54 @@ def export_last(run_dir: Path) -> tuple[Path, int]:
     return last, step
 
 
+def table_or_layers(run_dir: Path, untouched: Path, dev_data: Path) -> dict[str, float]:
+    """Where a finished run's change to the encoder lives: dev nDCG@10 of its last step as trained, with the untouched
+    encoder's input-embedding table put back, and of the untouched encoder (`untouched`) with the run's table.
+
+    The Auto-MLM term reaches the table directly (the masked tokens' embeddings, the tied output projection) and the
+    layers only through the sentence vector, so the split says which of the two paths a run's gain or harm took.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from modeling_automlm import AutoMLMForPreTraining
+    from training.dev import dev_evaluate
+
+    last, _ = export_last(run_dir)
+    settings = json.loads((run_dir / "final" / "training_config.json").read_text(encoding="utf-8"))
+    prompts = json.loads((last / "config_sentence_transformers.json").read_text(encoding="utf-8")).get("prompts") or {}
+    tokenizer = AutoTokenizer.from_pretrained(last)
+    trained = AutoMLMForPreTraining.from_pretrained(last).eval()
+    reference = AutoMLMForPreTraining.from_pretrained(untouched).eval()
+    trained_table = trained.automlm.encoder.get_input_embeddings().weight
+    reference_table = reference.automlm.encoder.get_input_embeddings().weight
+    if trained_table.shape != reference_table.shape:
+        raise ValueError(
+            f"{run_dir.name}'s embedding table is {tuple(trained_table.shape)}, {untouched}'s "
+            f"{tuple(reference_table.shape)}: compare a run with the encoder it started from."
+        )
+
+    def dev(model: AutoMLMForPreTraining) -> float:
+        results = dev_evaluate(
+            model,
+            tokenizer,
+            str(dev_data),
+            settings["data"]["max_seq_length"],
+            query_prompt=prompts.get("query", ""),
+            document_prompt=prompts.get("document", ""),
+        )
+        return results["macro"][METRIC.removeprefix("dev_")]
+
+    scores = {"untouched": dev(reference), "as trained": dev(trained)}
+    with torch.no_grad():
+        trained_values = trained_table.detach().clone()
+        trained_table.copy_(reference_table)
+        scores["untouched table"] = dev(trained)
+        reference_table.copy_(trained_values)
+        scores["untouched layers, trained table"] = dev(reference)
+    return scores
+
+
 def gradient_norms(
     model_dir: Path, sample: TrainingSample, batches: int = 8, batch_size: int = 32
 ) -> dict[str, float]:
@@ -327,7 +377,7 @@ def score(runs_dir: Path, test_data: Path, sentences: int = 1000, seed: int = 0)
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
         prog=PROG,
-        description="The whole-corpus study: sample its dev split, or chart its runs' dev curves.",
+        description="The whole-corpus study: sample its dev split, train, chart and score its runs.",
         example=f"{PROG} curves --runs_dir runs/long-run --figures_dir docs/figures/long-run",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -362,6 +412,14 @@ def build_parser() -> cli.ArgumentParser:
     test.add_argument("--runs_dir", type=Path, required=True, help="the folder of the <system>-lr<rate> runs")
     test.add_argument("--test_data", type=Path, default=Path("data/libreoffice-help"), help="its language folders")
     test.add_argument("--sentences", type=int, default=1000, help="training sentences the drift is measured on")
+    split = commands.add_parser(
+        "table-or-layers",
+        help="dev nDCG@10 of a run's last step with the untouched embedding table, and the reverse",
+        example=f"{PROG} table-or-layers cl_automlm-lr1e-5 --runs_dir runs/long-run",
+    )
+    split.add_argument("run", help="a finished run's folder name under --runs_dir, e.g. cl_automlm-lr1e-5")
+    split.add_argument("--runs_dir", type=Path, required=True, help="the folder of the <system>-lr<rate> runs")
+    split.add_argument("--dev_data", type=Path, default=Path("data/libreoffice-help-dev-sample"))
     return parser
 
 
@@ -377,6 +435,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             cli.existing_folder(args.dev_data, "--dev_data"),
             args.seed,
         )
+    elif args.command == "table-or-layers":
+        runs_dir = cli.existing_folder(args.runs_dir, "--runs_dir")
+        run_dir, untouched = runs_dir / args.run, runs_dir / "untouched" / "final"
+        for folder, how in ((run_dir / "final", f"train it first ({PROG} train)"), (untouched, f"run {PROG} score")):
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"{folder} holds no model: {how}.")
+        scores = table_or_layers(run_dir, untouched, cli.existing_folder(args.dev_data, "--dev_data"))
+        print(f"| {args.run}, last step | dev nDCG@10 |\n| --- | --- |")
+        print("\n".join(f"| {name} | {value:.4f} |" for name, value in scores.items()))
     elif args.command == "score":
         runs_dir = cli.existing_folder(args.runs_dir, "--runs_dir")
         print(score(runs_dir, cli.existing_folder(args.test_data, "--test_data"), args.sentences))

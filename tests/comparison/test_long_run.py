@@ -226,3 +226,51 @@ def test_another_seed_runs_in_its_own_folder_and_charts_beside_the_first(tmp_pat
     assert "| cl_only-lr1e-5-seed1 | finished | 0.5000 | 0.6000 (100) | 0.6000 (100) |" in table
     assert "untouched" not in table
     assert charted == [(["cl_only", "cl_only seed 1"], "dev-ndcg-lr1e-5.png")]
+
+
+def test_table_or_layers_swaps_only_the_embedding_table_both_ways(
+    tmp_path, make_model, tokenizer, monkeypatch, capsys
+):
+    import torch
+
+    import training.dev
+    from comparison.long_run import main, table_or_layers
+    from training.export import export_sentence_transformers
+
+    runs, trained, untouched = tmp_path / "runs", make_model(seed=1), make_model(seed=2)
+    _finished_run(runs / "cl_automlm-lr1e-5", make_model(seed=0), trained, tokenizer, steps=3, checkpoint_step=3)
+    export_sentence_transformers(untouched, tokenizer, runs / "untouched" / "final")
+
+    def parts(model):
+        encoder = model.automlm.encoder
+        return encoder.get_input_embeddings().weight, encoder.encoder.layer[0].attention.self.query.weight
+
+    seen = []
+
+    def dev_evaluate(model, tokenizer, data, max_length, query_prompt, document_prompt):
+        table, layer = parts(model)
+        seen.append((table.detach().clone(), layer.detach().clone(), max_length, query_prompt, document_prompt))
+        return {"macro": {"ndcg@10": len(seen) / 10}}
+
+    monkeypatch.setattr(training.dev, "dev_evaluate", dev_evaluate)
+    scores = table_or_layers(runs / "cl_automlm-lr1e-5", runs / "untouched" / "final", BEIR_TINY)
+    names = ["untouched", "as trained", "untouched table", "untouched layers, trained table"]
+    assert scores == {name: (i + 1) / 10 for i, name in enumerate(names)}  # in the order evaluated
+    (new_table, new_layer), (old_table, old_layer) = parts(trained), parts(untouched)
+    assert not torch.equal(new_table, old_table) and not torch.equal(new_layer, old_layer)
+    expected = [(old_table, old_layer), (new_table, new_layer), (old_table, new_layer), (new_table, old_layer)]
+    for (table, layer, *settings), (want_table, want_layer) in zip(seen, expected, strict=True):
+        assert torch.equal(table, want_table) and torch.equal(layer, want_layer)
+        assert settings == [16, "query: ", "passage: "]  # the run's length and prompts
+
+    monkeypatch.undo()  # the command line, with the real dev evaluation on a tiny model
+    command = ["table-or-layers", "cl_automlm-lr1e-5", "--runs_dir", str(runs), "--dev_data", str(BEIR_TINY)]
+    main(command)
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0] == "| cl_automlm-lr1e-5, last step | dev nDCG@10 |"
+    assert [row.split(" | ")[0] for row in rows[2:]] == [f"| {name}" for name in names]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command[:1], "cl_only-lr1e-5", *command[2:]])
+    assert exit_info.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cl_only-lr1e-5/final holds no model: train it first" in line

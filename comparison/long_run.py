@@ -109,10 +109,10 @@ def train_command(system: str, rate: str, runs_dir: Path, dev_data: Path, seed: 
     return [*command, "--resume"] if complete_checkpoints(output_dir / "checkpoints") else command
 
 
-def train(system: str, runs_dir: Path, dev_data: Path, seed: int | None = None) -> None:
-    """Train (or continue) `system` at each rate in turn, skipping finished runs; each run's console goes to
+def train(system: str, runs_dir: Path, dev_data: Path, seed: int | None = None, rates: Sequence[str] = RATES) -> None:
+    """Train (or continue) `system` at each of `rates` in turn, skipping finished runs; each run's console goes to
     `<run>.log` beside it."""
-    for rate in RATES:
+    for rate in rates:
         output_dir = runs_dir / run_name(system, rate, seed)
         if (output_dir / "final" / "training_metrics.json").is_file():
             continue
@@ -383,7 +383,7 @@ def build_parser() -> cli.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "train",
-        help="train (or continue) one system at both rates",
+        help="train (or continue) one system at both rates (or the --rate ones)",
         example=f"{PROG} train cl_only --runs_dir runs/long-run",
     )
     run.add_argument("system", choices=sorted(SYSTEMS))
@@ -391,6 +391,9 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("--dev_data", type=Path, default=Path("data/libreoffice-help-dev-sample"))
     run.add_argument(
         "--seed", type=int, help="another seed than the trainer's default (42): runs <system>-lr<rate>-seed<N>"
+    )
+    run.add_argument(
+        "--rate", choices=RATES, action="append", help="only this learning rate (repeatable; default: both, in turn)"
     )
     sample = commands.add_parser(
         "sample-dev", help="sample the dev split the runs evaluate on", example=f"{PROG} sample-dev"
@@ -434,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             cli.output_folder(args.runs_dir, "--runs_dir"),
             cli.existing_folder(args.dev_data, "--dev_data"),
             args.seed,
+            args.rate or RATES,
         )
     elif args.command == "table-or-layers":
         runs_dir = cli.existing_folder(args.runs_dir, "--runs_dir")

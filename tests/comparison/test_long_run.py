@@ -214,6 +214,11 @@ def test_another_seed_runs_in_its_own_folder_and_charts_beside_the_first(tmp_pat
         str(runs / "cl_only-lr1e-5-seed1"), str(runs / "cl_only-lr2.5e-6-seed1")
     ]  # fmt: skip
     assert all(c[c.index("--seed") + 1] == "1" for c in launched)
+    launched.clear()
+    long_run.main(
+        ["train", "cl_only", "--seed", "2", "--rate", "1e-5", "--runs_dir", str(runs), "--dev_data", str(tmp_path)]
+    )
+    assert [c[c.index("--output_dir") + 1] for c in launched] == [str(runs / "cl_only-lr1e-5-seed2")]
 
     history = [{"step": 0, "dev_ndcg@10": 0.5}, {"step": 100, "dev_ndcg@10": 0.6}]
     for name in ("cl_only-lr1e-5", "cl_only-lr1e-5-seed1"):

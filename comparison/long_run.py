@@ -41,7 +41,11 @@ logger = logging.getLogger(__name__)
 PROG = "python -m comparison.long_run"
 GRADIENT_KEYS = ("grad_norm_cl", "grad_norm_auto_mlm", "grad_ratio_auto_mlm")
 STUDY_CONFIGS = (Path("configs/default.yaml"), Path("configs/long-run/libreoffice.yaml"))
-SYSTEMS = {"cl_automlm": [], "cl_only": ["--auto_mlm_weight", "0"]}  # the default, and CL alone
+SYSTEMS = {  # the default, CL alone, and the default with the Auto-MLM gradient at the vector capped at 1/4 of CL's
+    "cl_automlm": [],
+    "cl_only": ["--auto_mlm_weight", "0"],
+    "cl_automlm_capped": ["--auto_mlm_gradient_share", "0.25"],
+}
 RATES = ("1e-5", "2.5e-6")
 LANGUAGES = ("en", "de", "es", "fr", "ja", "pt-BR", "ru", "zh-Hans")
 METRIC = "dev_ndcg@10"

@@ -125,6 +125,14 @@ class AutoMLMConfig(PreTrainedConfig):
             Every process must then see the same per-device batch size.
         auto_mlm_weight (`float`, *optional*, defaults to 0.1):
             The lambda of ``CL + lambda * Auto-MLM``. ``0`` gives SimCSE (CL alone). The paper gives no value.
+        auto_mlm_gradient_share (`float`, *optional*):
+            Caps the Auto-MLM term's gradient at the sentence vector at this share of the contrastive term's
+            gradient there (L2 norms over the batch, in the same backward pass); the head and the embedding rows it
+            reads still get the term's whole gradient. Unset (the default), the term's gradient is not capped. Once
+            CL has solved its in-batch task its gradient nearly vanishes while the Auto-MLM term's does not, and on
+            a whole corpus the uncapped term then reshapes the encoder's layers and gives the gain back
+            (docs/RESULTS.md, "The whole-corpus study"); the cap keeps the term from outweighing CL. Needs
+            ``contrastive_weight`` > 0.
         mlm_weight (`float`, *optional*, defaults to 0.0):
             Weight of a plain MLM loss on the encoder's own contextual states of the masked sentence (the
             "CL + MLM" baseline). Costs one more encoder pass over the masked sentence, batched with the CL views.
@@ -193,6 +201,7 @@ class AutoMLMConfig(PreTrainedConfig):
         contrastive_temperature: float = 0.05,
         gather_across_processes: bool = True,
         auto_mlm_weight: float = 0.1,
+        auto_mlm_gradient_share: float | None = None,
         mlm_weight: float = 0.0,
         mask_probability: float = 0.3,
         masking_scheme: MaskingScheme = "random",
@@ -226,6 +235,7 @@ class AutoMLMConfig(PreTrainedConfig):
         self.contrastive_temperature = contrastive_temperature
         self.gather_across_processes = gather_across_processes
         self.auto_mlm_weight = auto_mlm_weight
+        self.auto_mlm_gradient_share = auto_mlm_gradient_share
         self.mlm_weight = mlm_weight
         self.mask_probability = mask_probability
         self.masking_scheme = masking_scheme
@@ -280,6 +290,14 @@ class AutoMLMConfig(PreTrainedConfig):
             raise ValueError(
                 "At least one of `contrastive_weight`, `auto_mlm_weight` and `mlm_weight` must be positive."
             )
+        if self.auto_mlm_gradient_share is not None:
+            _check_range("auto_mlm_gradient_share", self.auto_mlm_gradient_share, 0.0, float("inf"))
+            if self.contrastive_weight == 0:
+                raise ValueError(
+                    "`auto_mlm_gradient_share` caps the Auto-MLM gradient at a share of the contrastive term's, "
+                    "which is off (`contrastive_weight=0`): set a positive `contrastive_weight` or leave the share "
+                    "unset."
+                )
         _check_range("contrastive_temperature", self.contrastive_temperature, 0.0, float("inf"), low_open=True)
         _check_range("mask_probability", self.mask_probability, 0.0, 1.0, low_open=True)
         _check_count("head_num_layers", self.head_num_layers)

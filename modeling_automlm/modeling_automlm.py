@@ -200,6 +200,37 @@ def contrastive_loss(
     return F.cross_entropy(scores, labels)
 
 
+class _CappedHeadGradient(torch.autograd.Function):
+    """Two copies of the sentence vector, one for CL and one for the Auto-MLM head. Backward receives both
+    gradients at once and scales the head's so that its norm is at most `share` times CL's; a copy that no loss used
+    has a gradient of zero (so a backward of the Auto-MLM term alone sends nothing through the vector)."""
+
+    @staticmethod
+    def forward(ctx: Any, vector: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.share = share
+        ctx.set_materialize_grads(False)
+        return vector.clone(), vector.clone()
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_cl: torch.Tensor | None, grad_head: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, None]:
+        if grad_head is None:
+            return grad_cl, None
+        if grad_cl is None:
+            return torch.zeros_like(grad_head), None
+        limit = ctx.share * grad_cl.float().norm()
+        scale = torch.clamp(limit / grad_head.float().norm().clamp_min(1e-12), max=1.0)
+        return grad_cl + scale.to(grad_head.dtype) * grad_head, None
+
+
+def cap_head_gradient(vector: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(for_cl, for_head)`: `vector` twice, equal in the forward pass; in the backward pass the gradient that
+    reaches `vector` through `for_head` is scaled down to at most `share` times the one through `for_cl` (L2 norms
+    over the whole tensor). Both must be differentiated in one backward pass (one loss, or GradCache's surrogate)."""
+    return _CappedHeadGradient.apply(vector, share)
+
+
 def _encoder_accepts(encoder: nn.Module, argument: str) -> bool:
     return argument in inspect.signature(encoder.forward).parameters
 
@@ -769,14 +800,19 @@ class AutoMLMForPreTraining(AutoMLMPreTrainedModel):
         batch, seq_len = input_ids.shape
         embeddings = encoded.sentence_embedding.split(batch)
         metrics: dict[str, torch.Tensor | None] = {}
-        # 2. The contrastive term: each sentence against its positive, the rest of the batch as negatives.
+        # 2. The vector the Auto-MLM head reads: the unmasked sentence's first view, before normalisation; with
+        # `auto_mlm_gradient_share`, CL and the head each read their own copy, so that the head's gradient is capped.
+        sentence_vector = encoded.pooler_output[:batch]
+        if config.auto_mlm_gradient_share is not None and config.contrastive_weight > 0:
+            for_cl, sentence_vector = cap_head_gradient(sentence_vector, config.auto_mlm_gradient_share)
+            embeddings = (F.normalize(for_cl, dim=-1) if config.normalize_embeddings else for_cl, *embeddings[1:])
+        # 3. The contrastive term: each sentence against its positive, the rest of the batch as negatives.
         if config.contrastive_weight > 0 and compute_contrastive_loss:
             metrics[CL_TERM.loss_key] = contrastive_loss(
                 embeddings[0], embeddings[1], config.contrastive_temperature, config.gather_across_processes
             )
-        # 3. The masked-LM terms: Auto-MLM from the sentence vector, plain MLM from the masked sentence's states.
+        # 4. The masked-LM terms: Auto-MLM from the sentence vector, plain MLM from the masked sentence's states.
         masked_states = encoded.last_hidden_state[-batch:, :seq_len] if self._encodes_masked_sentence else None
-        sentence_vector = encoded.pooler_output[:batch]  # the unmasked sentence's first view, before normalisation
         metrics |= self.masked_lm_terms(masked_input_ids, attention_mask, mlm_labels, sentence_vector, masked_states)
 
         output = AutoMLMForPreTrainingOutput(

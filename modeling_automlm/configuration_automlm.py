@@ -127,11 +127,11 @@ class AutoMLMConfig(PreTrainedConfig):
             The lambda of ``CL + lambda * Auto-MLM``. ``0`` gives SimCSE (CL alone). The paper gives no value.
         auto_mlm_gradient_share (`float`, *optional*):
             Caps the Auto-MLM term's gradient at the sentence vector at this share of the contrastive term's
-            gradient there (L2 norms over the batch, in the same backward pass); the head and the embedding rows it
-            reads still get the term's whole gradient. Unset (the default), the term's gradient is not capped. Once
-            CL has solved its in-batch task its gradient nearly vanishes while the Auto-MLM term's does not, and on
-            a whole corpus the uncapped term then reshapes the encoder's layers and gives the gain back
-            (docs/RESULTS.md, "The whole-corpus study"); the cap keeps the term from outweighing CL. Needs
+            gradient there (L2 norms over the batch, or over each chunk with GradCache, in one backward pass); the
+            head and the embedding rows it reads still get the term's whole gradient. Unset (the default), nothing
+            is capped. Once CL has solved its in-batch task its gradient nearly vanishes while the Auto-MLM term's
+            does not, and on a whole corpus the uncapped term then reshapes the encoder's layers and gives the gain
+            back (docs/RESULTS.md, "The whole-corpus study"); the cap keeps the term from outweighing CL. Needs
             ``contrastive_weight`` > 0.
         mlm_weight (`float`, *optional*, defaults to 0.0):
             Weight of a plain MLM loss on the encoder's own contextual states of the masked sentence (the

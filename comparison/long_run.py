@@ -46,6 +46,8 @@ SYSTEMS = {  # the default, CL alone, and the default with the Auto-MLM gradient
     "cl_only": ["--auto_mlm_weight", "0"],
     "cl_automlm_capped": ["--auto_mlm_gradient_share", "0.25"],
 }
+PAIRS = (("cl_automlm", "cl_only"), ("cl_automlm_capped", "cl_only"), ("cl_automlm_capped", "cl_automlm"))
+"""The systems the test report compares, each run with the other's at the same rate, seed and step choice."""
 RATES = ("1e-5", "2.5e-6")
 LANGUAGES = ("en", "de", "es", "fr", "ja", "pt-BR", "ru", "zh-Hans")
 METRIC = "dev_ndcg@10"
@@ -368,10 +370,13 @@ def score(runs_dir: Path, test_data: Path, sentences: int = 1000, seed: int = 0)
     report = [markdown_table(rows, headers)]
     pairs = []
     for name in models:
-        other = name.replace("cl_automlm-", "cl_only-", 1)
-        if name.startswith("cl_automlm-") and other in results:
-            _, _, _, difference, interval, _ = compare_results(results[name], results[other])[-1]
-            pairs.append([f"{name} minus {other}", f"{difference} {interval}"])
+        run, _, choice = name.partition(" ")
+        parsed = parse_run_name(run)
+        for system, baseline in PAIRS if parsed else ():
+            other = f"{run_name(baseline, parsed[1], parsed[2])} {choice}"
+            if parsed[0] == system and other in results:
+                _, _, _, difference, interval, _ = compare_results(results[name], results[other])[-1]
+                pairs.append([f"{name} minus {other}", f"{difference} {interval}"])
     if pairs:
         report.append(markdown_table(pairs, ["pair (same rate, same step choice)", "test nDCG@10 [95%]"]))
     (runs_dir / "scores.json").write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")

@@ -125,7 +125,7 @@ def test_the_scores_compare_each_step_choice_with_the_untouched_encoder_and_the_
     runs = tmp_path / "runs"
     (runs / "untouched" / "final").mkdir(parents=True)
     (runs / "untouched" / "final" / "config.json").write_text("{}")
-    for system, exported in (("cl_automlm", 100), ("cl_only", 300)):
+    for system, exported in (("cl_automlm", 100), ("cl_only", 300), ("cl_automlm_capped", 200)):
         (runs / f"{system}-lr1e-5" / "final").mkdir(parents=True)
         (runs / f"{system}-lr1e-5" / "final" / "training_metrics.json").write_text(
             json.dumps({"steps": 400, "exported_step": exported})
@@ -140,7 +140,7 @@ def test_the_scores_compare_each_step_choice_with_the_untouched_encoder_and_the_
         measured.append(folder.relative_to(runs).as_posix())
         return {"grad_norm_cl": 2.0} if "cl_only" in str(folder) else {"grad_norm_cl": 0.5, "grad_norm_auto_mlm": 1.5}
 
-    score_of = {"untouched": 0.5, "cl_automlm-lr1e-5": 0.6, "cl_only-lr1e-5": 0.7}  # per query, the same everywhere
+    score_of = {"untouched": 0.5, "cl_automlm-lr1e-5": 0.6, "cl_only-lr1e-5": 0.7, "cl_automlm_capped-lr1e-5": 0.68}
     evaluated = []
 
     def evaluate_one(model, name, data, pivot, out, max_seq_length):
@@ -169,17 +169,22 @@ def test_the_scores_compare_each_step_choice_with_the_untouched_encoder_and_the_
         ("cl_automlm-lr1e-5/last", "cl_automlm-lr1e-5-last.json", 32),
         ("cl_only-lr1e-5/final", "cl_only-lr1e-5-dev-best.json", 32),
         ("cl_only-lr1e-5/last", "cl_only-lr1e-5-last.json", 32),
+        ("cl_automlm_capped-lr1e-5/final", "cl_automlm_capped-lr1e-5-dev-best.json", 32),
+        ("cl_automlm_capped-lr1e-5/last", "cl_automlm_capped-lr1e-5-last.json", 32),
     ])  # fmt: skip
     assert "| cl_automlm-lr1e-5 dev-best | 100 | 0.6000 | +0.100 [+0.100, +0.100] | 1.000 |" in report
     assert "| 0.5 | 1.5 | - |" in report  # the norms as measured (the ratio is the measurement's, mocked here)
     assert "| cl_only-lr1e-5 last | 400 | 0.7500 | +0.250 [+0.250, +0.250] | -1.000 | -4.00 | 2 | - | - |" in report
     assert "| untouched | 0 | 0.5000 | +0.000 [+0.000, +0.000] | 1.000 | -4.00 | - | - | - |" in report
-    assert len(measured) == 4 and "untouched/final" not in measured  # a random head says nothing: not measured
+    assert len(measured) == 6 and "untouched/final" not in measured  # a random head says nothing: not measured
     assert "| cl_automlm-lr1e-5 last minus cl_only-lr1e-5 last | -0.100 [-0.100, -0.100] |" in report
+    assert "| cl_automlm_capped-lr1e-5 dev-best minus cl_only-lr1e-5 dev-best | -0.020 [-0.020, -0.020] |" in report
+    assert "| cl_automlm_capped-lr1e-5 last minus cl_automlm-lr1e-5 last | +0.080 [+0.080, +0.080] |" in report
+    assert report.count(" minus cl_") == 6  # three pairs, two step choices each
     numbers = json.loads((runs / "scores.json").read_text())
     assert numbers["cl_only-lr1e-5 dev-best"]["step"] == 300 and numbers["untouched"]["cos_to_reference"] == 1.0
     assert "cl_only-lr2.5e-6 dev-best" not in numbers
-    assert long_run.score(runs, tmp_path / "test") == report and len(measured) == 4  # measured once per model
+    assert long_run.score(runs, tmp_path / "test") == report and len(measured) == 6  # measured once per model
 
 
 def test_the_gradient_norms_are_each_term_s_at_the_encoder_and_repeat_exactly(

@@ -46,6 +46,11 @@ SYSTEMS = {  # the default, CL alone, and the default with the Auto-MLM gradient
     "cl_only": ["--auto_mlm_weight", "0"],
     "cl_automlm_capped": ["--auto_mlm_gradient_share", "0.25"],
 }
+SYSTEM_NAMES = {
+    "cl_automlm": "the default (CL + 0.1 x Auto-MLM)",
+    "cl_only": "CL alone",
+    "cl_automlm_capped": "the default, Auto-MLM gradient capped at 0.25 x CL's",
+}
 PAIRS = (("cl_automlm", "cl_only"), ("cl_automlm_capped", "cl_only"), ("cl_automlm_capped", "cl_automlm"))
 """The systems the test report compares, each run with the other's at the same rate, seed and step choice."""
 RATES = ("1e-5", "2.5e-6")
@@ -190,17 +195,21 @@ def _plot(systems: dict[str, list[tuple[int, float]]], title: str, path: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    for system, curve in sorted(systems.items()):
-        if curve:
+    figure, axis = plt.subplots(figsize=(7.5, 4.2))
+    colours = {system: f"C{index}" for index, system in enumerate(SYSTEMS)}
+    for label, curve in sorted(systems.items()):
+        if curve:  # one colour per system, one line style per seed
+            system, _, seed = label.partition(" seed ")
+            style = ("-", "--", ":", "-.")[int(seed or 0) % 4]
             steps, values = zip(*curve, strict=True)
-            axis.plot(steps, values, marker="o", markersize=3, label=system)
+            name = SYSTEM_NAMES.get(system, system) + (f", seed {seed}" if seed else "")
+            axis.plot(steps, values, style, marker="o", markersize=3, color=colours.get(system), label=name)
     axis.set(xlabel="optimizer step (32 sentences)", ylabel="dev nDCG@10 (macro, 8 languages)", title=title)
     axis.grid(alpha=0.3)
     if axis.get_legend_handles_labels()[0]:
-        axis.legend()
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8, frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     logger.info("Wrote %s", path)
 

@@ -96,5 +96,20 @@ def make_model(make_config):
 
 
 @pytest.fixture
+def make_dropout_free_model(make_config):
+    """Like `make_model`, with an encoder (and so heads) without dropout, in training mode: two forward passes of
+    the same batch then see the same network, so gradients can be compared exactly."""
+
+    def make(model_type: str = "bert", seed: int = 0, **kwargs) -> AutoMLMForPreTraining:
+        config = make_config(model_type, **kwargs)
+        config.encoder_config.hidden_dropout_prob = 0.0
+        config.encoder_config.attention_probs_dropout_prob = 0.0
+        torch.manual_seed(seed)
+        return AutoMLMForPreTraining(config).train()
+
+    return make
+
+
+@pytest.fixture
 def batch(tokenizer, sentences):
     return tokenizer(sentences[:8], padding=True, return_tensors="pt")

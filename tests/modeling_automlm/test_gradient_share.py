@@ -9,8 +9,6 @@ from modeling_automlm.modeling_automlm import cap_head_gradient
 from training.gradcache import grad_cache_step
 from training.gradients import encoder_layer_parameters, term_gradient_norms
 
-NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-
 
 def test_the_head_gradient_is_scaled_to_the_share_of_cls():
     vector = torch.randn(4, 6, requires_grad=True)
@@ -35,16 +33,6 @@ def test_the_head_gradient_is_scaled_to_the_share_of_cls():
     assert vector.grad.abs().sum() == 0
 
 
-def _model(make_model, **fields):
-    from modeling_automlm import AutoMLMForPreTraining
-
-    config = make_model(**fields).config
-    for name, value in NO_DROPOUT.items():
-        setattr(config.encoder_config, name, value)
-    torch.manual_seed(0)
-    return AutoMLMForPreTraining(config).train()
-
-
 def _layer_gradients(model, batch, masked, labels, loss_name="loss"):
     model.zero_grad(set_to_none=True)
     output = model(**batch, masked_input_ids=masked, mlm_labels=labels)
@@ -56,16 +44,16 @@ def _layer_gradients(model, batch, masked, labels, loss_name="loss"):
     return output, grads, head
 
 
-def test_the_cap_bounds_only_the_path_through_the_sentence_vector(make_model, batch):
-    masked, labels = _model(make_model).mask(
+def test_the_cap_bounds_only_the_path_through_the_sentence_vector(make_dropout_free_model, batch):
+    masked, labels = make_dropout_free_model().mask(
         batch["input_ids"], batch["attention_mask"], generator=torch.Generator().manual_seed(2)
     )
-    free = _model(make_model, auto_mlm_weight=0.5)
+    free = make_dropout_free_model(auto_mlm_weight=0.5)
     free_out, free_layers, free_head = _layer_gradients(free, batch, masked, labels)
     _, cl_layers, _ = _layer_gradients(free, batch, masked, labels, "cl_loss")
 
     # A cap far above the term's share changes nothing; the forward pass never changes.
-    loose = _model(make_model, auto_mlm_weight=0.5, auto_mlm_gradient_share=1e6)
+    loose = make_dropout_free_model(auto_mlm_weight=0.5, auto_mlm_gradient_share=1e6)
     loose_out, loose_layers, _ = _layer_gradients(loose, batch, masked, labels)
     torch.testing.assert_close(loose_out.loss, free_out.loss)
     torch.testing.assert_close(loose_out.sentence_embedding, free_out.sentence_embedding)
@@ -73,7 +61,7 @@ def test_the_cap_bounds_only_the_path_through_the_sentence_vector(make_model, ba
         torch.testing.assert_close(actual, expected, atol=1e-6, rtol=1e-5)
 
     # Share 0: the encoder's layers get CL's gradient alone, the head still learns the whole term.
-    closed = _model(make_model, auto_mlm_weight=0.5, auto_mlm_gradient_share=0.0)
+    closed = make_dropout_free_model(auto_mlm_weight=0.5, auto_mlm_gradient_share=0.0)
     closed_out, closed_layers, closed_head = _layer_gradients(closed, batch, masked, labels)
     assert free_head and closed_head.keys() == free_head.keys()
     torch.testing.assert_close(closed_out.loss, free_out.loss)
@@ -98,8 +86,8 @@ def test_the_gradient_norms_measure_the_capped_term(make_model, batch):
     assert capped["grad_norm_auto_mlm"] == pytest.approx(free["grad_norm_auto_mlm"], rel=1e-4)
 
 
-def test_grad_cache_with_one_chunk_equals_the_uncached_step(make_model, batch):
-    model = _model(make_model, auto_mlm_gradient_share=0.1)
+def test_grad_cache_with_one_chunk_equals_the_uncached_step(make_dropout_free_model, batch):
+    model = make_dropout_free_model(auto_mlm_gradient_share=0.1)
     masked, labels = model.mask(
         batch["input_ids"], batch["attention_mask"], generator=torch.Generator().manual_seed(1)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modeling_automlm import AutoMLMForPreTraining, contrastive_loss
+from modeling_automlm import contrastive_loss
 from modeling_automlm.masking import IGNORE_INDEX
 from training.gradcache import grad_cache_step
 
@@ -16,7 +16,6 @@ VARIANTS = {
     "cl+auto_mlm+mlm": {"mlm_weight": 0.3},
     "auto_mlm_alone": {"contrastive_weight": 0.0},
 }
-NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
 @pytest.fixture
@@ -27,14 +26,6 @@ def masked_batch(batch, make_model):
         batch["input_ids"], batch["attention_mask"], generator=torch.Generator().manual_seed(1)
     )
     return {**batch, "masked_input_ids": masked, "mlm_labels": labels}
-
-
-def dropout_free_model(make_model, **fields):
-    """A model built from a config whose encoder (and so the heads) has no dropout."""
-    config = make_model(**fields).config
-    for name, value in NO_DROPOUT.items():
-        setattr(config.encoder_config, name, value)
-    return AutoMLMForPreTraining(config).train()
 
 
 def gradients(model) -> dict[str, torch.Tensor]:
@@ -74,9 +65,9 @@ def uncached_chunked_step(model, batch, chunk_size: int):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("chunk_size", [3, 8])
-def test_equals_the_uncached_step_without_dropout(make_model, masked_batch, variant, chunk_size):
+def test_equals_the_uncached_step_without_dropout(make_dropout_free_model, masked_batch, variant, chunk_size):
     """Without dropout the cached gradients equal `model(**batch).loss.backward()` on the whole batch."""
-    model = dropout_free_model(make_model, **VARIANTS[variant])
+    model = make_dropout_free_model(**VARIANTS[variant])
     expected = model(**masked_batch)
     expected.loss.backward()
     expected_grads = gradients(model)
@@ -92,12 +83,12 @@ def test_equals_the_uncached_step_without_dropout(make_model, masked_batch, vari
     torch.testing.assert_close(output.sentence_embedding, expected.sentence_embedding.detach(), atol=1e-6, rtol=1e-5)
 
 
-def test_explicit_positives(make_model, masked_batch, tokenizer, sentences):
+def test_explicit_positives(make_dropout_free_model, masked_batch, tokenizer, sentences):
     """Query-answer pairs: the positives are split into the same chunks as their queries."""
     positives = tokenizer(sentences[8:16], padding=True, return_tensors="pt")
     batch = {**masked_batch, "positive_input_ids": positives["input_ids"]}
     batch["positive_attention_mask"] = positives["attention_mask"]
-    model = dropout_free_model(make_model)
+    model = make_dropout_free_model()
     model(**batch).loss.backward()
     expected = gradients(model)
     grad_cache_step(model, batch, chunk_size=3)

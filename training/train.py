@@ -150,7 +150,7 @@ def log_step(run: Run, window: LogWindow, step: Step, progress: tqdm) -> None:
     if uncapped and contrastive_task_solved(run.state.history, record):
         logger.warning(
             "Step %d: the contrastive loss is %.2g, below %g: CL has solved its in-batch task, and from here the "
-            "Auto-MLM term drives the encoder. Over a whole corpus this cost 0.014 to 0.026 nDCG@10 against CL alone "
+            "Auto-MLM term drives the encoder. Over a whole corpus this cost 0.014 to 0.039 nDCG@10 against CL alone "
             "at the dev-best step, more at the last (docs/RESULTS.md, 'The whole-corpus study'): keep --dev_data set "
             "so that the export is the dev-best step, cap the term with --auto_mlm_gradient_share 0.25, or train "
             "long runs with --auto_mlm_weight 0.",

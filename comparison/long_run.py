@@ -41,15 +41,17 @@ logger = logging.getLogger(__name__)
 PROG = "python -m comparison.long_run"
 GRADIENT_KEYS = ("grad_norm_cl", "grad_norm_auto_mlm", "grad_ratio_auto_mlm")
 STUDY_CONFIGS = (Path("configs/default.yaml"), Path("configs/long-run/libreoffice.yaml"))
-SYSTEMS = {  # the default, CL alone, and the default with the Auto-MLM gradient at the vector capped at 1/4 of CL's
+CAPPED_SHARE = "0.25"
+"""`auto_mlm_gradient_share` of the capped system: the Auto-MLM gradient at the sentence vector at most 1/4 of CL's."""
+SYSTEMS = {  # the default, CL alone, and the default with the Auto-MLM gradient capped
     "cl_automlm": [],
     "cl_only": ["--auto_mlm_weight", "0"],
-    "cl_automlm_capped": ["--auto_mlm_gradient_share", "0.25"],
+    "cl_automlm_capped": ["--auto_mlm_gradient_share", CAPPED_SHARE],
 }
-SYSTEM_NAMES = {
+SYSTEM_NAMES = {  # their names in the charts' legends
     "cl_automlm": "the default (CL + 0.1 x Auto-MLM)",
     "cl_only": "CL alone",
-    "cl_automlm_capped": "the default, Auto-MLM gradient capped at 0.25 x CL's",
+    "cl_automlm_capped": f"the default, Auto-MLM gradient capped at {CAPPED_SHARE} x CL's",
 }
 PAIRS = (("cl_automlm", "cl_only"), ("cl_automlm_capped", "cl_only"), ("cl_automlm_capped", "cl_automlm"))
 """The systems the test report compares, each run with the other's at the same rate, seed and step choice."""
